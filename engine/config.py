@@ -1,0 +1,230 @@
+"""nudge.toml + environment -> one `Settings` object.
+
+The project folder is the nearest ancestor of the working directory holding a
+`nudge.toml` (found like git finds `.git`). Any key can be overridden from the
+environment as `NUDGE_<SECTION>_<KEY>` (for example `NUDGE_DATABASE_URL`,
+`NUDGE_SHOP_TIMEZONE`), which is how production passes secrets and URLs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from engine.errors import ConfigError
+
+CONFIG_FILE = "nudge.toml"
+DEFAULT_DATABASE_FILE = "nudge.db"
+ENV_PREFIX = "NUDGE_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ShopSettings(_Section):
+    name: str = "My Shop"
+    timezone: str = "UTC"
+    currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
+    # Digits only, no "+": prepended to local phone numbers (E.164) for SMS and ads.
+    phone_country_code: str = Field(default="86", pattern=r"^[1-9][0-9]{0,2}$")
+    locale: str = "zh-CN"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            close = difflib.get_close_matches(value, sorted(available_timezones()), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown time zone {value!r}{hint}") from None
+        return value
+
+
+class DatabaseSettings(_Section):
+    # Empty means "a SQLite file in the project folder".
+    url: str = ""
+
+
+class LifecycleSettings(_Section):
+    """Thresholds of the stage definitions (engine/lifecycle.py)."""
+
+    new_visitor_days: int = Field(default=30, gt=0)
+    lapsed_days: int = Field(default=90, gt=0)
+    churned_days: int = Field(default=365, gt=0)
+    vip_total_spent: float = Field(default=5000, ge=0)
+    vip_tiers: tuple[str, ...] = ("platinum",)
+
+
+class RulesSettings(_Section):
+    folder: str = "rules"
+    templates: str = "templates"
+    # Salt of the deterministic holdout/variant hash; changing it reshuffles everyone.
+    assignment_salt: str = "nudge"
+
+
+class Settings(BaseModel):
+    """Everything Nudge reads from nudge.toml and the environment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shop: ShopSettings = ShopSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
+    rules: RulesSettings = RulesSettings()
+    # Sections owned by later subsystems (delivery, caps, channels) are kept raw here
+    # and validated by their owners, so an older engine still reads a newer file.
+    delivery: dict[str, Any] = Field(default_factory=dict)
+
+    project_dir: Path = Path(".")
+    config_path: Path | None = None
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.shop.timezone)
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return _resolve_sqlite_path(self.database.url, self.project_dir)
+        return f"sqlite:///{(self.project_dir / DEFAULT_DATABASE_FILE).resolve()}"
+
+    @property
+    def rules_dir(self) -> Path:
+        return self.project_dir / self.rules.folder
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.project_dir / self.rules.templates
+
+
+def _resolve_sqlite_path(url: str, project_dir: Path) -> str:
+    """Relative SQLite paths are relative to the project folder, not the cwd."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite://":
+        rest = url[len(prefix) :]
+        if rest and rest != ":memory:":
+            return prefix + str((project_dir / rest).resolve())
+    return url
+
+
+def find_project_dir(start: Path | None = None) -> Path | None:
+    """The nearest folder at or above `start` that holds nudge.toml."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_FILE).is_file():
+            return folder
+    return None
+
+
+def load_settings(
+    project_dir: Path | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Read nudge.toml (if any) and apply `NUDGE_*` environment overrides."""
+    environ = dict(os.environ if environ is None else environ)
+    folder = project_dir if project_dir is not None else find_project_dir()
+    config_path = folder / CONFIG_FILE if folder is not None else None
+    data: dict[str, Any] = {}
+    text = ""
+    if config_path is not None and config_path.is_file():
+        text = config_path.read_text(encoding="utf-8")
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_path}: {exc}") from None
+    overridden = _apply_environment(data, environ)
+    data["project_dir"] = (folder or Path.cwd()).resolve()
+    data["config_path"] = config_path if config_path and config_path.is_file() else None
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, config_path, text, overridden)) from None
+
+
+def _apply_environment(data: dict[str, Any], environ: dict[str, str]) -> set[str]:
+    """Merge NUDGE_SECTION_KEY variables into `data`; returns the dotted keys set."""
+    sections = {
+        name: model
+        for name, model in Settings.model_fields.items()
+        if isinstance(model.annotation, type) and issubclass(model.annotation, _Section)
+    }
+    overridden: set[str] = set()
+    for var, value in environ.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        rest = var[len(ENV_PREFIX) :].lower()
+        for section, field in sections.items():
+            if not rest.startswith(section + "_"):
+                continue
+            key = rest[len(section) + 1 :]
+            annotation = field.annotation
+            assert isinstance(annotation, type)
+            if key not in annotation.model_fields:
+                continue
+            target = data.setdefault(section, {})
+            target[key] = _parse_env_value(value, annotation.model_fields[key].annotation)
+            overridden.add(f"{section}.{key}")
+    return overridden
+
+
+def _parse_env_value(value: str, annotation: Any) -> Any:
+    if getattr(annotation, "__origin__", None) is tuple:
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+def _describe(
+    exc: ValidationError, config_path: Path | None, text: str, overridden: set[str]
+) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        dotted = ".".join(loc)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key" + _did_you_mean(loc)
+        if dotted in overridden:
+            where = f"environment variable {ENV_PREFIX}{'_'.join(loc).upper()}"
+        elif config_path is not None:
+            line = _line_of(text, loc)
+            where = f"{config_path}:{line}" if line else str(config_path)
+        else:
+            where = "settings"
+        lines.append(f"{where}: {dotted}: {message}")
+    return "\n".join(lines)
+
+
+def _did_you_mean(loc: list[str]) -> str:
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    choices = [name for name in model.model_fields if name not in ("project_dir", "config_path")]
+    close = difflib.get_close_matches(loc[-1], choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _line_of(text: str, loc: list[str]) -> int | None:
+    """Best-effort line of `section.key` in the TOML text (tomllib keeps no positions)."""
+    section, key = (loc[0], loc[-1]) if len(loc) > 1 else (None, loc[0])
+    current = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = re.match(r"^\s*\[([^\]]+)\]", line)
+        if header:
+            current = header.group(1).strip()
+            if section is not None and key == section and current == section:
+                return number
+            continue
+        if re.match(rf"^\s*{re.escape(key)}\s*=", line) and current == section:
+            return number
+    return None

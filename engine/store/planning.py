@@ -1,0 +1,102 @@
+"""Tables written by rule evaluation: runs, per-user decisions and the outbox.
+
+The unique keys here are the at-most-once guarantee (DESIGN invariant 1): a
+(rule, slot) is evaluated by one daemon, and a (rule, user, occurrence) is decided
+once, whatever the number of daemons, retries or restarts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, Index, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from engine.store.types import BigId, JsonDocument, UTCDateTime
+
+
+class Run(SQLModel, table=True):
+    """One evaluation of one rule at one instant T."""
+
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("rule_id", "slot", name="uq_runs_rule_slot"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
+    rule_id: str = Field(max_length=128, index=True)
+    rule_hash: str = Field(max_length=64)
+    # The claimed time slot: T itself for manual fires, the fire time for schedules.
+    slot: str = Field(max_length=64)
+    at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    mode: str = Field(default="run", max_length=16)  # run | fire | shadow
+    status: str = Field(default="running", max_length=16)  # running | done | failed
+    counts: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JsonDocument, nullable=False)
+    )
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    started_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    duration_ms: int | None = None
+
+
+class Decision(SQLModel, table=True):
+    """What one run decided for one user and one occurrence, with the reason."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (
+        UniqueConstraint(
+            "rule_id", "user_id", "occurrence_key", name="uq_decisions_rule_user_occurrence"
+        ),
+        Index("ix_decisions_user_rule", "user_id", "rule_id", "decided_at"),
+        Index("ix_decisions_run", "run_id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
+    run_id: int = Field(sa_column=Column(BigId, nullable=False))
+    rule_id: str = Field(max_length=128)
+    user_id: str = Field(sa_column=Column(String(128), nullable=False))
+    occurrence_key: str = Field(max_length=128)
+    # planned | held_out | suppressed | shadow
+    outcome: str = Field(max_length=16)
+    reason: str | None = Field(default=None, max_length=64)
+    variant: str | None = Field(default=None, max_length=64)
+    decided_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class OutboxAction(SQLModel, table=True):
+    """One planned action for one user, delivered by a dispatcher.
+
+    `idempotency_key` is derived from (rule, user, occurrence, action) so that a
+    channel can drop a duplicate even if a dispatcher crashes after sending.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_state_due", "state", "next_attempt_at"),
+        Index("ix_outbox_user", "user_id", "channel", "created_at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
+    idempotency_key: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    decision_id: int = Field(sa_column=Column(BigId, nullable=False))
+    run_id: int = Field(sa_column=Column(BigId, nullable=False))
+    rule_id: str = Field(max_length=128)
+    user_id: str = Field(max_length=128)
+    kind: str = Field(max_length=32)  # coupon | audience | email | sms | webhook | tag
+    channel: str = Field(max_length=32)
+    variant: str | None = Field(default=None, max_length=64)
+    priority: int = 0
+    payload: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JsonDocument, nullable=False)
+    )
+    # planned | claimed | sent | skipped | dead
+    state: str = Field(default="planned", max_length=16)
+    reason: str | None = Field(default=None, max_length=64)
+    attempts: int = 0
+    next_attempt_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    claimed_by: str | None = Field(default=None, max_length=64)
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))

@@ -1,0 +1,143 @@
+"""Shared fixtures: a store parametrised over SQLite and PostgreSQL.
+
+PostgreSQL tests use the server at NUDGE_TEST_POSTGRES_URL and a database created
+for this test session (one per xdist worker), dropped at the end. When the server is
+absent they skip with the reason, unless NUDGE_REQUIRE_SERVICES is set (as in CI),
+where they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from engine.config import Settings, load_settings
+from engine.store import Store
+from engine.store.database import create_engine_for
+from engine.store.migrations import upgrade
+from engine.store.tables import metadata
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+REQUIRE_SERVICES = bool(os.environ.get("NUDGE_REQUIRE_SERVICES"))
+
+
+def service_missing(reason: str) -> None:
+    """Skip locally, fail in CI: a missing service must never turn CI green."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (NUDGE_REQUIRE_SERVICES is set)")
+    pytest.skip(reason)
+
+
+def make_settings(project_dir: Path, **sections) -> Settings:
+    """Settings for a scratch project; `sections` are nudge.toml sections as dicts."""
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if isinstance(value, str):
+                lines.append(f'{key} = "{value}"')
+            elif isinstance(value, bool):
+                lines.append(f"{key} = {'true' if value else 'false'}")
+            elif isinstance(value, list | tuple):
+                items = ", ".join(f'"{v}"' for v in value)
+                lines.append(f"{key} = [{items}]")
+            else:
+                lines.append(f"{key} = {value}")
+    (project_dir / "nudge.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return load_settings(project_dir, environ={})
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str | None]:
+    """A database of our own on the PostgreSQL server, or None when there is none."""
+    base = os.environ.get("NUDGE_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    name = f"nudge_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError:
+        yield None
+        return
+    url = sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
+    engine = create_engine_for(url)
+    upgrade(Store(engine=engine, settings=Settings()))
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """A migrated SQLite file, copied for each test (faster than migrating each time)."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    engine = create_engine_for(f"sqlite:///{path}")
+    upgrade(Store(engine=engine, settings=Settings()))
+    # NullPool closed the last connection, which checkpointed the WAL into the file.
+    engine.dispose()
+    assert not (path.parent / "template.db-wal").exists()
+    return path
+
+
+@pytest.fixture
+def project_dir(tmp_path) -> Path:
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store_url(backend, project_dir, sqlite_template, request) -> str:
+    if backend == "sqlite":
+        path = project_dir / "nudge.db"
+        shutil.copyfile(sqlite_template, path)
+        return f"sqlite:///{path}"
+    url = request.getfixturevalue("postgres_server_url")
+    if url is None:
+        service_missing("PostgreSQL is not reachable at NUDGE_TEST_POSTGRES_URL")
+    _truncate_all(url)
+    return url
+
+
+def _truncate_all(url: str) -> None:
+    engine = create_engine_for(url)
+    names = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    engine.dispose()
+
+
+@pytest.fixture
+def settings(project_dir, store_url) -> Settings:
+    """Settings of a scratch project whose database is the parametrised store."""
+    return make_settings(
+        project_dir,
+        shop={"name": "Test Shop", "timezone": "Asia/Shanghai", "currency": "CNY"},
+        database={"url": store_url},
+    )
+
+
+@pytest.fixture
+def store(settings) -> Iterator[Store]:
+    from engine.store import open_store
+
+    opened = open_store(settings)
+    try:
+        yield opened
+    finally:
+        opened.dispose()
