@@ -78,7 +78,7 @@ def open_project_store():
     return open_store(load_settings())
 
 
-# ---------------------------------------------------------------- project & database
+# ---------------- project & database
 
 
 @app.command()
@@ -122,6 +122,22 @@ def db_upgrade() -> None:
         typer.echo(f"schema already at revision {after}")
     else:
         typer.echo(f"schema upgraded from {before or 'empty'} to {after}")
+
+
+# ---------------- ingest
+# (end of ingest section)
+
+# ---------------- lifecycle, stats, users, demo
+# (end of lifecycle section)
+
+# ---------------- rules: check, test, dry-run, explain, fire
+# (end of rules section)
+
+# ---------------- creatives: preview, landing
+# (end of creatives section)
+
+# ---------------- delivery: dispatch, status, coupons, audiences
+# (end of delivery section)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 19:26:38.183943
+Create Date: 2026-11-23 19:28:56.962665
 """
 
 from collections.abc import Sequence
@@ -70,6 +70,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("user_id", "source_id", name="uq_events_user_source"),
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.create_index("ix_events_time", ["occurred_at"], unique=False)
         batch_op.create_index("ix_events_type_time", ["type", "occurred_at"], unique=False)
         batch_op.create_index(
             "ix_events_user_type_time", ["user_id", "type", "occurred_at"], unique=False
@@ -247,6 +248,7 @@ def downgrade() -> None:
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index("ix_events_user_type_time")
         batch_op.drop_index("ix_events_type_time")
+        batch_op.drop_index("ix_events_time")
 
     op.drop_table("events")
     with op.batch_alter_table("decisions", schema=None) as batch_op:
