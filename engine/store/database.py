@@ -16,6 +16,7 @@ from sqlalchemy.pool import NullPool
 
 from engine.config import Settings
 from engine.errors import ConfigError
+from engine.planning.assignment import sqlite_md5_bucket
 
 
 @dataclass
@@ -85,6 +86,11 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+        # PostgreSQL has md5(); SQLite gets the same assignment hash so holdout and
+        # variant buckets are computed in SQL identically on both.
+        dbapi_connection.create_function(
+            "nudge_bucket", 1, sqlite_md5_bucket, deterministic=True
+        )
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):

@@ -1,0 +1,1 @@
+"""Checking rules before they run: `nudge check`, rule unit tests, explain."""

@@ -1,0 +1,1 @@
+"""Rule evaluation at an instant T: occurrences -> conditions -> ... -> outbox."""

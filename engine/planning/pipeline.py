@@ -1,0 +1,467 @@
+"""Planning one rule at T, set-based: occurrences -> ... -> decisions and outbox.
+
+Steps, in order (each a column of one SQL query, never a Python loop over users):
+occurrences -> conditions (`when`) -> not already decided -> `unless` -> consent ->
+re-eligibility (`every`) -> exclusive group -> per-rule caps -> holdout -> variant.
+The result is materialised once into a temporary table; counts, decisions and
+outbox rows are all read from it, in the caller's transaction. A dry-run is this same
+code followed by a rollback (DESIGN invariant 3).
+
+At most once (invariant 1) is the decisions table's unique (rule, user, occurrence):
+a decision that planned or held out is final; a suppressed one may later turn into
+a plan (the user consented, a cap expired) through the upsert below, and nothing else
+ever rewrites it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from engine import clock
+from engine.config import Settings
+from engine.planning.assignment import bucket_sql, holdout_basis_points, variant_sql
+from engine.planning.spec import PlanSpec
+from engine.store.people import Event, User
+from engine.store.planning import Decision, OutboxAction, Run
+from engine.store.profiles import profiles_as_of
+from engine.store.types import JsonDocument, UTCDateTime
+from engine.triggers.base import TriggerContext
+from engine.triggers.registry import occurrences_for, slot_for
+
+users = User.__table__
+events = Event.__table__
+decisions = Decision.__table__
+outbox = OutboxAction.__table__
+runs = Run.__table__
+
+SAMPLE_SIZE = 5
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What conditions are compiled against at T (engine.conditions uses these)."""
+
+    at: datetime
+    users: sa.FromClause
+    profiles: sa.FromClause
+    stage: sa.ColumnElement
+    event: sa.FromClause | None
+
+
+# (expressions, sources) -> one boolean SQL expression; supplied by the caller so the
+# pipeline does not depend on how conditions are parsed.
+ConditionCompiler = Callable[[Sequence[object], Sources], sa.ColumnElement[bool]]
+
+
+@dataclass
+class RuleOutcome:
+    rule_id: str
+    status: str  # done | not_due | paused | outside_flight | already_claimed | failed
+    slot: str | None = None
+    run_id: int | None = None
+    planned: int = 0
+    held_out: int = 0
+    shadow: int = 0
+    suppressed: dict[str, int] = field(default_factory=dict)
+    variants: dict[str, int] = field(default_factory=dict)
+    actions: dict[str, int] = field(default_factory=dict)
+    samples: list[dict] = field(default_factory=list)
+    error: str | None = None
+    duration_ms: int = 0
+
+    @property
+    def matched(self) -> int:
+        return self.planned + self.held_out + self.shadow + sum(self.suppressed.values())
+
+    def as_dict(self) -> dict:
+        return {
+            "rule": self.rule_id,
+            "status": self.status,
+            "slot": self.slot,
+            "matched": self.matched,
+            "planned": self.planned,
+            "held_out": self.held_out,
+            "shadow": self.shadow,
+            "suppressed": dict(sorted(self.suppressed.items())),
+            "variants": dict(sorted(self.variants.items())),
+            "actions": dict(sorted(self.actions.items())),
+            "samples": self.samples,
+            "error": self.error,
+            "duration_ms": self.duration_ms,
+        }
+
+
+def build_sources(connection: Connection, settings: Settings, at: datetime, event_trigger: bool):
+    from engine.lifecycle import stage_case
+
+    profiles = profiles_as_of(connection, at).alias("p")
+    stage = stage_case(users, profiles, as_of=at, settings=settings.lifecycle)
+    event = events.alias("ev") if event_trigger else None
+    return Sources(at=at, users=users, profiles=profiles, stage=stage, event=event)
+
+
+def plan_rule(
+    connection: Connection,
+    spec: PlanSpec,
+    *,
+    settings: Settings,
+    at: datetime,
+    compile_conditions: ConditionCompiler,
+    superiors: Sequence[str] = (),
+    user_id: str | None = None,
+    mode: str = "run",
+) -> RuleOutcome:
+    """Evaluate `spec` at `at` inside the caller's transaction; returns what it decided.
+
+    `superiors` are the rules of the same exclusive group with a higher priority,
+    already evaluated at this T. `user_id` restricts evaluation to one user
+    (dry-run --user); such an evaluation claims no run slot.
+    """
+    started = clock.monotonic()
+    outcome = RuleOutcome(rule_id=spec.rule_id, status="done")
+    tctx = TriggerContext(connection=connection, settings=settings, at=at)
+    if spec.status == "paused":
+        outcome.status = "paused"
+        return outcome
+    if not spec.in_flight(at):
+        outcome.status = "outside_flight"
+        return outcome
+    occurrences = occurrences_for(spec.trigger, tctx)
+    if occurrences is None:
+        outcome.status = "not_due"
+        return outcome
+    outcome.slot = slot_for(spec.trigger, tctx)
+    run_id = _claim_run(connection, spec, at, outcome.slot, mode, user_id)
+    if run_id is None:
+        outcome.status = "already_claimed"
+        return outcome
+    outcome.run_id = run_id
+
+    sources = build_sources(connection, settings, at, spec.event_trigger)
+    candidates = _candidates(
+        spec,
+        sources,
+        occurrences,
+        compile_conditions,
+        superiors,
+        user_id,
+        settings.rules.assignment_salt,
+        connection.dialect.name,
+    )
+    scratch = _scratch_table(connection)
+    connection.execute(scratch.insert().from_select([c.name for c in scratch.c], candidates))
+    _count(connection, scratch, outcome)
+    _record_decisions(connection, scratch, run_id, spec.rule_id, at)
+    if spec.status == "active":
+        outcome.actions = _plan_actions(connection, spec, run_id, at)
+    outcome.samples = _samples(connection, run_id, spec.rule_id)
+    scratch.drop(connection)
+    outcome.duration_ms = int((clock.monotonic() - started) * 1000)
+    _finish_run(connection, run_id, outcome)
+    return outcome
+
+
+def _claim_run(connection, spec, at, slot, mode, user_id) -> int | None:
+    """Insert the (rule, slot) run row; None if another evaluation already holds it."""
+    if user_id is not None:
+        # A one-user evaluation must not take the slot from the real sweep.
+        slot = f"{slot}#user:{user_id}:{uuid.uuid4().hex[:8]}"
+    values = {
+        "rule_id": spec.rule_id,
+        "rule_hash": spec.rule_hash,
+        "slot": slot,
+        "at": at,
+        "mode": mode,
+        "status": "running",
+        "counts": {},
+        "started_at": at,
+    }
+    statement = _insert(connection, runs).values(**values).on_conflict_do_nothing()
+    result = connection.execute(statement.returning(runs.c.id))
+    return result.scalar()
+
+
+def _insert(connection, table):
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def _candidates(
+    spec, sources, occurrences, compile_conditions, superiors, user_id, salt, dialect
+) -> sa.Select:
+    occ = occurrences.subquery("occ")
+    u, p, ev = sources.users, sources.profiles, sources.event
+    joined = occ.join(u, u.c.id == occ.c.user_id).outerjoin(p, p.c.user_id == u.c.id)
+    if ev is not None:
+        joined = joined.join(ev, ev.c.id == occ.c.event_id)
+    key = sa.literal("once", sa.String) if spec.once_per_user else occ.c.occurrence_key
+    unless = compile_conditions(spec.unless, sources) if spec.unless else sa.false()
+    filters = [_not_decided(spec.rule_id, occ.c.user_id, key)]
+    if spec.when:
+        filters.append(compile_conditions(spec.when, sources))
+    if user_id is not None:
+        filters.append(occ.c.user_id == user_id)
+    # One row per (user, occurrence key): two events of one user in one tick under
+    # `once: per_user` must not be planned twice.
+    matched = (
+        sa.select(
+            occ.c.user_id,
+            key.label("occurrence_key"),
+            sa.func.min(occ.c.occurred_at).label("occurred_at"),
+            sa.func.max(sa.case((unless, 1), else_=0)).label("unless_hit"),
+        )
+        .select_from(joined)
+        .where(*filters)
+        .group_by(occ.c.user_id, key)
+        .subquery("matched")
+    )
+    return _decide(spec, matched, sources.at, superiors, salt, dialect)
+
+
+def _not_decided(rule_id, user_id, key) -> sa.ColumnElement[bool]:
+    d = decisions.alias("done")
+    return ~sa.exists().where(
+        d.c.rule_id == rule_id,
+        d.c.user_id == user_id,
+        d.c.occurrence_key == key,
+        d.c.outcome != "suppressed",
+    )
+
+
+def consent_sql(u: sa.FromClause, channel: str) -> sa.ColumnElement[bool]:
+    """May `channel` reach this user? Consent is the engine's job, not each rule's."""
+    subscribed = u.c.unsubscribed_at.is_(None)
+    if channel == "email":
+        return sa.and_(u.c.email_opt_in.is_(True), subscribed, u.c.email.is_not(None))
+    if channel == "sms":
+        return sa.and_(u.c.sms_opt_in.is_(True), u.c.phone.is_not(None))
+    if channel == "audience":
+        return sa.and_(u.c.ads_opt_in.is_(True), subscribed)
+    return sa.true()
+
+
+def _decide(spec: PlanSpec, matched, at: datetime, superiors, salt: str, dialect: str):
+    u = users.alias("u")
+    d = decisions.alias("prior")
+    checks: list[tuple[sa.ColumnElement[bool], str]] = [(matched.c.unless_hit == 1, "unless")]
+    if spec.contact_channels:
+        reachable = sa.or_(*(consent_sql(u, channel) for channel in spec.contact_channels))
+        checks.append((~reachable, "no_consent"))
+    planned_by = [d.c.user_id == matched.c.user_id, d.c.outcome == "planned"]
+    if spec.every is not None:
+        recent = sa.exists().where(
+            *planned_by, d.c.rule_id == spec.rule_id, d.c.decided_at > at - spec.every
+        )
+        checks.append((recent, "recently_received"))
+    if superiors:
+        won = sa.exists().where(*planned_by, d.c.rule_id.in_(superiors), d.c.decided_at == at)
+        checks.append((won, "exclusive_group"))
+    if spec.cap_max is not None and spec.cap_per is not None:
+        used = (
+            sa.select(sa.func.count())
+            .where(*planned_by, d.c.rule_id == spec.rule_id, d.c.decided_at > at - spec.cap_per)
+            .scalar_subquery()
+        )
+        checks.append((used >= spec.cap_max, "capped"))
+
+    def bucket(purpose: str) -> sa.ColumnElement[int]:
+        return bucket_sql(matched.c.user_id, spec.rule_id, salt, purpose, dialect)
+
+    held_out = sa.false()
+    if spec.holdout > 0:
+        held_out = bucket("holdout") < holdout_basis_points(spec.holdout)
+    variant = variant_sql(bucket("variant"), spec.variants)
+    success = "planned" if spec.status == "active" else "shadow"
+    outcome = sa.case(
+        *((condition, sa.literal("suppressed")) for condition, _ in checks),
+        (held_out, sa.literal("held_out")),
+        else_=sa.literal(success),
+    )
+    reason = sa.case(
+        *((condition, sa.literal(name)) for condition, name in checks),
+        else_=sa.null(),
+    )
+    return sa.select(
+        matched.c.user_id,
+        matched.c.occurrence_key,
+        matched.c.occurred_at,
+        outcome.label("outcome"),
+        reason.label("reason"),
+        variant.label("variant"),
+    ).select_from(matched.join(u, u.c.id == matched.c.user_id))
+
+
+def _scratch_table(connection: Connection) -> sa.Table:
+    metadata = sa.MetaData()
+    table = sa.Table(
+        f"plan_scratch_{uuid.uuid4().hex[:8]}",
+        metadata,
+        sa.Column("user_id", sa.String(128)),
+        sa.Column("occurrence_key", sa.String(128)),
+        sa.Column("occurred_at", UTCDateTime),
+        sa.Column("outcome", sa.String(16)),
+        sa.Column("reason", sa.String(64)),
+        sa.Column("variant", sa.String(64)),
+        prefixes=["TEMPORARY"],
+    )
+    table.create(connection)
+    return table
+
+
+def _count(connection, scratch, outcome: RuleOutcome) -> None:
+    rows = connection.execute(
+        sa.select(scratch.c.outcome, scratch.c.reason, scratch.c.variant, sa.func.count()).group_by(
+            scratch.c.outcome, scratch.c.reason, scratch.c.variant
+        )
+    ).all()
+    for kind, reason, variant, count in rows:
+        if kind == "suppressed":
+            outcome.suppressed[reason] = outcome.suppressed.get(reason, 0) + count
+            continue
+        if kind == "planned":
+            outcome.planned += count
+        elif kind == "held_out":
+            outcome.held_out += count
+        elif kind == "shadow":
+            outcome.shadow += count
+        if variant is not None and kind != "held_out":
+            outcome.variants[variant] = outcome.variants.get(variant, 0) + count
+
+
+def _record_decisions(connection, scratch, run_id: int, rule_id: str, at: datetime) -> None:
+    columns = ["run_id", "rule_id", "user_id", "occurrence_key", "outcome", "reason"]
+    columns += ["variant", "decided_at"]
+    source = sa.select(
+        sa.literal(run_id, sa.BigInteger),
+        sa.literal(rule_id, sa.String),
+        scratch.c.user_id,
+        scratch.c.occurrence_key,
+        scratch.c.outcome,
+        scratch.c.reason,
+        scratch.c.variant,
+        sa.literal(at, UTCDateTime),
+    ).where(sa.true())  # SQLite's upsert-after-SELECT parsing ambiguity
+    statement = _insert(connection, decisions).from_select(columns, source)
+    # Only a suppressed decision may change, and only into something final.
+    statement = statement.on_conflict_do_update(
+        index_elements=["rule_id", "user_id", "occurrence_key"],
+        set_={
+            name: statement.excluded[name]
+            for name in ("run_id", "outcome", "reason", "variant", "decided_at")
+        },
+        where=sa.and_(
+            decisions.c.outcome == "suppressed", statement.excluded.outcome != "suppressed"
+        ),
+    )
+    connection.execute(statement)
+
+
+def _plan_actions(connection, spec: PlanSpec, run_id: int, at: datetime) -> dict[str, int]:
+    """Outbox rows for this run's planned decisions: one per action, per variant."""
+    d = decisions
+    u = users.alias("u")
+    columns = ["idempotency_key", "decision_id", "run_id", "rule_id", "user_id", "kind"]
+    columns += ["channel", "variant", "priority", "payload", "state", "attempts"]
+    columns += ["next_attempt_at", "created_at", "updated_at"]
+    for variant, plans in spec.actions.items():
+        for action in plans:
+            payload = {
+                "rule": spec.rule_id,
+                "variant": variant,
+                "params": action.params,
+                "send_window": list(spec.send_window) if spec.send_window else None,
+            }
+            filters = [d.c.run_id == run_id, d.c.outcome == "planned"]
+            if variant is not None:
+                filters.append(d.c.variant == variant)
+            if action.channel in ("email", "sms", "audience"):
+                # A rule that can reach the user on one channel still skips the
+                # channels they did not consent to.
+                filters.append(consent_sql(u, action.channel))
+            source = (
+                sa.select(
+                    sa.cast(d.c.id, sa.String) + sa.literal(f":{action.kind}", sa.String),
+                    d.c.id,
+                    d.c.run_id,
+                    d.c.rule_id,
+                    d.c.user_id,
+                    sa.literal(action.kind, sa.String),
+                    sa.literal(action.channel, sa.String),
+                    d.c.variant,
+                    sa.literal(spec.priority, sa.Integer),
+                    sa.literal(payload, JsonDocument),
+                    sa.literal("planned", sa.String),
+                    sa.literal(0, sa.Integer),
+                    sa.literal(at, UTCDateTime),
+                    sa.literal(at, UTCDateTime),
+                    sa.literal(at, UTCDateTime),
+                )
+                .select_from(d.join(u, u.c.id == d.c.user_id))
+                .where(*filters)
+            )
+            statement = (
+                _insert(connection, outbox)
+                .from_select(columns, source.where(sa.true()))
+                .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            )
+            connection.execute(statement)
+    # Counted afterwards: INSERT ... SELECT rowcounts are not reliable across drivers.
+    rows = connection.execute(
+        sa.select(outbox.c.kind, sa.func.count())
+        .where(outbox.c.run_id == run_id)
+        .group_by(outbox.c.kind)
+    ).all()
+    return {kind: count for kind, count in rows}
+
+
+def _samples(connection, run_id: int, rule_id: str) -> list[dict]:
+    """A few users per outcome with their actions, for dry-run output."""
+    samples: list[dict] = []
+    for kind in ("planned", "held_out", "shadow", "suppressed"):
+        rows = connection.execute(
+            sa.select(decisions.c.id, decisions.c.user_id, decisions.c.variant, decisions.c.reason)
+            .where(decisions.c.run_id == run_id, decisions.c.outcome == kind)
+            .order_by(decisions.c.user_id)
+            .limit(SAMPLE_SIZE)
+        ).all()
+        for decision_id, user_id, variant, reason in rows:
+            actions = connection.execute(
+                sa.select(outbox.c.kind, outbox.c.payload)
+                .where(outbox.c.decision_id == decision_id)
+                .order_by(outbox.c.id)
+            ).all()
+            samples.append(
+                {
+                    "user": user_id,
+                    "outcome": kind,
+                    "reason": reason,
+                    "variant": variant,
+                    "actions": [{"kind": k, "params": payload["params"]} for k, payload in actions],
+                }
+            )
+    return samples
+
+
+def _finish_run(connection, run_id: int, outcome: RuleOutcome) -> None:
+    counts = outcome.as_dict()
+    for key in ("rule", "status", "slot", "samples", "error", "duration_ms"):
+        counts.pop(key)
+    connection.execute(
+        runs.update()
+        .where(runs.c.id == run_id)
+        .values(
+            status="done",
+            counts=counts,
+            finished_at=runs.c.started_at,
+            duration_ms=outcome.duration_ms,
+        )
+    )

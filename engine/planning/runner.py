@@ -1,0 +1,170 @@
+"""Evaluate rules at T: refresh stages, then plan each rule in a stable order.
+
+A real evaluation commits each rule in its own transaction, so one failing rule
+never stops the others (invariant 6) and a crash loses at most the rule in flight.
+A dry-run runs the very same steps in one transaction with a savepoint per rule and
+rolls everything back at the end (invariant 3), so it writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from engine import clock
+from engine.errors import Diagnostic, NotFoundError
+from engine.planning.compile import CompiledRule, RuleSet
+from engine.planning.pipeline import RuleOutcome, plan_rule
+from engine.store import Store
+from engine.store.people import StageMembership
+
+
+@dataclass
+class Evaluation:
+    at: datetime
+    dry_run: bool
+    outcomes: list[RuleOutcome] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    stage_entries: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return any(outcome.status == "failed" for outcome in self.outcomes)
+
+    def as_dict(self) -> dict:
+        return {
+            "at": self.at.isoformat(),
+            "dry_run": self.dry_run,
+            "stage_entries": self.stage_entries,
+            "rules": [outcome.as_dict() for outcome in self.outcomes],
+            "diagnostics": [d.as_dict() for d in self.diagnostics],
+        }
+
+
+def evaluation_order(rules: Iterable[CompiledRule]) -> list[CompiledRule]:
+    """Followed rules before their follow-ups; inside a group, highest priority first."""
+    by_id = {rule.spec.rule_id: rule for rule in rules}
+
+    def depth(rule_id: str, seen: frozenset[str] = frozenset()) -> int:
+        spec = by_id[rule_id].spec
+        if spec.trigger.kind != "after" or spec.trigger.value not in by_id or rule_id in seen:
+            return 0
+        return 1 + depth(spec.trigger.value, seen | {rule_id})
+
+    return sorted(
+        by_id.values(), key=lambda r: (depth(r.spec.rule_id), -r.spec.priority, r.spec.rule_id)
+    )
+
+
+def superiors_of(rule: CompiledRule, rules: Iterable[CompiledRule]) -> tuple[str, ...]:
+    group = rule.spec.exclusive_group
+    if group is None:
+        return ()
+    return tuple(
+        other.spec.rule_id
+        for other in rules
+        if other.spec.exclusive_group == group and other.spec.priority > rule.spec.priority
+    )
+
+
+def select_rules(ruleset: RuleSet, rule_ids: list[str] | None) -> list[CompiledRule]:
+    if not rule_ids:
+        return list(ruleset.rules.values())
+    chosen = []
+    for rule_id in rule_ids:
+        if rule_id not in ruleset.rules:
+            raise NotFoundError(ruleset.describe_missing(rule_id))
+        chosen.append(ruleset.rules[rule_id])
+    return chosen
+
+
+def evaluate(
+    store: Store,
+    ruleset: RuleSet,
+    *,
+    at: datetime,
+    rule_ids: list[str] | None = None,
+    user_id: str | None = None,
+    dry_run: bool = False,
+    mode: str = "run",
+) -> Evaluation:
+    """Plan the chosen rules at `at` (all valid rules when none are named)."""
+    result = Evaluation(at=at, dry_run=dry_run, diagnostics=list(ruleset.diagnostics))
+    chosen = evaluation_order(select_rules(ruleset, rule_ids))
+    if user_id is not None:
+        _require_user(store, user_id)
+    if dry_run:
+        with store.connect() as connection:
+            transaction = connection.begin()
+            try:
+                result.stage_entries = _refresh_stages(connection, store, at)
+                for rule in chosen:
+                    result.outcomes.append(
+                        _plan_isolated(connection, rule, chosen, store, at, user_id, mode, True)
+                    )
+            finally:
+                transaction.rollback()
+        return result
+    with store.begin() as connection:
+        result.stage_entries = _refresh_stages(connection, store, at)
+    for rule in chosen:
+        with store.connect() as connection, connection.begin():
+            result.outcomes.append(
+                _plan_isolated(connection, rule, chosen, store, at, user_id, mode, False)
+            )
+    return result
+
+
+def _plan_isolated(connection, rule, chosen, store, at, user_id, mode, dry_run) -> RuleOutcome:
+    """Plan one rule inside a savepoint: its failure is recorded, the others go on."""
+    started = clock.monotonic()
+    savepoint = connection.begin_nested()
+    try:
+        outcome = plan_rule(
+            connection,
+            rule.spec,
+            settings=store.settings,
+            at=at,
+            compile_conditions=rule.compile_conditions,
+            superiors=superiors_of(rule, chosen),
+            user_id=user_id,
+            mode="dry-run" if dry_run else mode,
+        )
+    except sa.exc.SQLAlchemyError as exc:
+        savepoint.rollback()
+        outcome = RuleOutcome(rule_id=rule.spec.rule_id, status="failed")
+        outcome.error = f"{type(exc.orig or exc).__name__}: {exc.orig or exc}".splitlines()[0]
+        outcome.duration_ms = int((clock.monotonic() - started) * 1000)
+        return outcome
+    savepoint.commit()
+    return outcome
+
+
+def _refresh_stages(connection: Connection, store: Store, at: datetime) -> dict[str, int]:
+    """Record stage entries up to T, unless the history already goes past T.
+
+    Rewriting history for an evaluation in the past would make the stage trigger fire
+    on entries that never happened; the past is read from the recorded memberships.
+    """
+    from engine.lifecycle import refresh_stages
+
+    memberships = StageMembership.__table__
+    latest = connection.execute(sa.select(sa.func.max(memberships.c.recorded_at))).scalar()
+    if latest is not None and latest > at:
+        return {}
+    refreshed = refresh_stages(connection, store.settings, at)
+    return dict(refreshed.entered)
+
+
+def _require_user(store: Store, user_id: str) -> None:
+    from engine.store.people import User
+
+    users = User.__table__
+    with store.connect() as connection:
+        found = connection.execute(sa.select(users.c.id).where(users.c.id == user_id)).first()
+    if found is None:
+        raise NotFoundError(f"no user {user_id!r} in the store")

@@ -1,0 +1,22 @@
+"""Reading an instant typed by a person (`--at`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from engine.errors import NudgeError
+
+
+def parse_instant(value: str, zone: ZoneInfo) -> datetime:
+    """ISO 8601 date or date-time; without an offset it is shop time, like ingest."""
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise NudgeError(
+            f"--at: cannot read {value!r} as a time; use ISO 8601, "
+            "e.g. 2026-11-11T20:00:00+08:00 or 2026-11-11T20:00"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=zone)
+    return parsed

@@ -1,0 +1,53 @@
+"""What every trigger kind provides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from engine.config import Settings
+
+# Columns every occurrence query selects, in this order.
+OCCURRENCE_COLUMNS = ("user_id", "occurrence_key", "occurred_at", "event_id")
+
+
+@dataclass(frozen=True)
+class TriggerSpec:
+    """A rule's trigger, reduced to what evaluation needs."""
+
+    kind: str  # stage | event | schedule | after
+    value: str  # the stage, event type, cron expression or followed rule id
+    wait: timedelta | None = None  # `after` only
+
+
+@dataclass(frozen=True)
+class TriggerContext:
+    connection: Connection
+    settings: Settings
+    at: datetime  # T, aware
+
+
+class TriggerKind(Protocol):
+    name: str
+
+    def occurrences(self, spec: TriggerSpec, ctx: TriggerContext) -> sa.Select | None:
+        """The occurrences due at T, or None when nothing is due (e.g. no schedule slot)."""
+        ...
+
+    def slot(self, spec: TriggerSpec, ctx: TriggerContext) -> str:
+        """The run slot claimed at T: two daemons evaluating the same slot plan once."""
+        ...
+
+
+def key_text(prefix: str, column: sa.ColumnElement) -> sa.ColumnElement[str]:
+    """'prefix:<id>' built in SQL, identical on SQLite and PostgreSQL."""
+    return sa.literal(f"{prefix}:", sa.String) + sa.cast(column, sa.String)
+
+
+def instant_slot(at: datetime) -> str:
+    """Slot of an evaluation at T for triggers that are not scheduled: T to the second."""
+    return at.astimezone(UTC).isoformat(timespec="seconds")
