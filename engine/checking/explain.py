@@ -135,24 +135,35 @@ def _base_from(sources, occurrence_query):
 
 
 def _clauses(connection, compiled, sources, occurrence_query, user_id) -> list[dict]:
+    """Every clause, leaf comparison and operand of the rule, for one user, one query."""
     columns = compiled.explain_columns(sources)
     if not columns:
         return []
-    query = sa.select(*(column.label(f"c{i}") for i, (_, _, column) in enumerate(columns)))
+    query = sa.select(*(c.column.label(f"x{i}") for i, (_, c) in enumerate(columns)))
     query = query.select_from(_base_from(sources, occurrence_query)).where(
         sources.users.c.id == user_id
     )
     row = connection.execute(query).first()
     result = []
-    for index, (part, label, _) in enumerate(columns):
+    for index, (part, column) in enumerate(columns):
         value = row[index] if row is not None else None
-        result.append({"part": part, "clause": label, "value": _format_value(value)})
+        shown = _value_text(value) if column.role == "operand" else _truth(value)
+        result.append(
+            {
+                "part": part,
+                "role": column.role,
+                "source": column.source,
+                "label": f"{part}.{column.label}",
+                "parent": f"{part}.{column.parent}" if column.parent else None,
+                "value": shown,
+            }
+        )
     return result
 
 
-def _format_value(value):
-    if isinstance(value, bool) or value is None or isinstance(value, int) and value in (0, 1):
-        return _truth(value)
+def _value_text(value) -> str:
+    if value is None:
+        return "missing"
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
@@ -282,6 +293,9 @@ def _funnel(connection, compiled, sources, occurrence_query) -> list[dict]:
     for expression in spec.when:
         running.append(compiled.compile_conditions([expression], sources))
         steps.append((getattr(expression, "source", str(expression)), sa.and_(*running)))
+    for expression in spec.unless:
+        running.append(~compiled.compile_conditions([expression], sources))
+        steps.append((f"unless {getattr(expression, 'source', expression)}", sa.and_(*running)))
     if spec.contact_channels:
         running.append(sa.or_(*(consent_sql(u, channel) for channel in spec.contact_channels)))
         steps.append(("consent: " + " or ".join(spec.contact_channels), sa.and_(*running)))
@@ -295,6 +309,27 @@ def _funnel(connection, compiled, sources, occurrence_query) -> list[dict]:
     for index, (label, _) in enumerate(steps, start=1):
         result.append({"step": label, "users": row[index]})
     return result
+
+
+def _clause_lines(clauses: list[dict]) -> list[str]:
+    """Clauses, then their comparisons indented, each with the values it compared."""
+    operands: dict[str, list[str]] = {}
+    for item in clauses:
+        if item["role"] == "operand":
+            operands.setdefault(item["parent"], []).append(f"{item['source']} = {item['value']}")
+    lines = []
+    for item in clauses:
+        if item["role"] == "clause":
+            kind = "unless" if item["part"].startswith("unless") else "when"
+            lines.append(f"  {kind:<6} {item['source']}  -> {item['value']}")
+        elif item["role"] == "leaf":
+            seen = "; ".join(operands.get(item["label"], []))
+            note = f"  ({seen})" if seen else ""
+            if lines and lines[-1].endswith(f"{item['source']}  -> {item['value']}"):
+                lines[-1] += note  # a clause that is one comparison: one line
+            else:
+                lines.append(f"           {item['source']}  -> {item['value']}{note}")
+    return lines
 
 
 def render_explanation(data: dict) -> str:
@@ -317,9 +352,7 @@ def render_explanation(data: dict) -> str:
         lines.append(f"status: {data['status']}")
     if data["clauses"]:
         lines.append("conditions:")
-        width = max(len(c["clause"]) for c in data["clauses"])
-        for clause in data["clauses"]:
-            lines.append(f"  [{clause['part']}] {clause['clause']:<{width}}  -> {clause['value']}")
+        lines.extend(_clause_lines(data["clauses"]))
     for channel, value in data["consent"].items():
         lines.append(f"consent {channel}: {value}")
     holdout = data["holdout"]
@@ -332,8 +365,16 @@ def render_explanation(data: dict) -> str:
         group = data["exclusive_group"]
         won = f", won by {', '.join(group['won_by'])}" if group["won_by"] else ""
         lines.append(f"exclusive group {group['name']} (priority {group['priority']}){won}")
-    for name, cap in data["caps"].items():
-        lines.append(f"{name}: {cap}")
+    caps = data["caps"]
+    if "per_user" in caps:
+        cap = caps["per_user"]
+        state = "capped" if cap["capped"] else "within the cap"
+        lines.append(f"cap: {cap['used']} of {cap['max']} used -> {state}")
+    if "every" in caps:
+        every = caps["every"]
+        last = every["last_planned"] or "never"
+        state = "eligible" if every["eligible"] else "too soon"
+        lines.append(f"re-eligibility: last planned {last} -> {state}")
     if data["send_window"]:
         window = data["send_window"]
         state = "inside" if window["inside"] else "outside (deferred)"

@@ -10,6 +10,8 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import sqlalchemy as sa
+
 from engine.config import Settings
 from engine.errors import Diagnostic
 from engine.planning.pipeline import Sources
@@ -24,20 +26,22 @@ class CompiledRule:
     segments: dict = field(default_factory=dict)
 
     def compile_conditions(self, expressions: Sequence[object], sources: Sources):
-        from engine.conditions import compile_all
+        """All `expressions` ANDed, as one two-valued SQL predicate."""
+        from engine.conditions import compile_condition
 
-        return compile_all(expressions, _context(sources, self.segments))
+        context = _context(sources, self.segments)
+        return sa.and_(sa.true(), *(compile_condition(e, context) for e in expressions))
 
     def explain_columns(self, sources: Sources):
-        """[(source text, SQL column)] for every clause of `when` then `unless`."""
+        """[(part, ExplainColumn)] for every clause of `when`, then of `unless`."""
         from engine.conditions import compile_explain
 
         context = _context(sources, self.segments)
         columns = []
         for part, expressions in (("when", self.spec.when), ("unless", self.spec.unless)):
-            for expression in expressions:
-                for label, column in compile_explain(expression, context):
-                    columns.append((part, label, column))
+            for index, expression in enumerate(expressions):
+                for column in compile_explain(expression, context):
+                    columns.append((f"{part}.{index}", column))
         return columns
 
 
@@ -211,5 +215,3 @@ def _group_ties(ruleset: RuleSet) -> list[Diagnostic]:
         else:
             seen[key] = rule_id
     return problems
-
-

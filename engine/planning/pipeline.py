@@ -40,7 +40,7 @@ decisions = Decision.__table__
 outbox = OutboxAction.__table__
 runs = Run.__table__
 
-SAMPLE_SIZE = 5
+SAMPLE_SIZE = 3
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,12 @@ def plan_rule(
     """
     started = clock.monotonic()
     outcome = RuleOutcome(rule_id=spec.rule_id, status="done")
-    tctx = TriggerContext(connection=connection, settings=settings, at=at)
+    tctx = TriggerContext(
+        connection=connection,
+        settings=settings,
+        at=at,
+        watermark=None if user_id is not None else _watermark(connection, spec, at),
+    )
     if spec.status == "paused":
         outcome.status = "paused"
         return outcome
@@ -165,6 +170,19 @@ def plan_rule(
     outcome.duration_ms = int((clock.monotonic() - started) * 1000)
     _finish_run(connection, run_id, outcome)
     return outcome
+
+
+def _watermark(connection, spec: PlanSpec, at: datetime) -> datetime | None:
+    """T of the latest completed evaluation before `at` of this exact rule content."""
+    return connection.execute(
+        sa.select(sa.func.max(runs.c.at)).where(
+            runs.c.rule_id == spec.rule_id,
+            runs.c.rule_hash == spec.rule_hash,
+            runs.c.status == "done",
+            runs.c.at < at,
+            ~runs.c.slot.contains("#user:"),
+        )
+    ).scalar()
 
 
 def _claim_run(connection, spec, at, slot, mode, user_id) -> int | None:
@@ -290,13 +308,20 @@ def _decide(spec: PlanSpec, matched, at: datetime, superiors, salt: str, dialect
         *((condition, sa.literal(name)) for condition, name in checks),
         else_=sa.null(),
     )
+    # Only users who get the actions have a variant: the control group and the
+    # suppressed are compared against all variants together.
+    treated_variant = sa.case(
+        *((condition, sa.null()) for condition, _ in checks),
+        (held_out, sa.null()),
+        else_=variant,
+    )
     return sa.select(
         matched.c.user_id,
         matched.c.occurrence_key,
         matched.c.occurred_at,
         outcome.label("outcome"),
         reason.label("reason"),
-        variant.label("variant"),
+        treated_variant.label("variant"),
     ).select_from(matched.join(u, u.c.id == matched.c.user_id))
 
 

@@ -29,6 +29,9 @@ class TriggerContext:
     connection: Connection
     settings: Settings
     at: datetime  # T, aware
+    # T of this rule's previous completed evaluation with the same content, if any:
+    # what was recorded before it has been considered already.
+    watermark: datetime | None = None
 
 
 class TriggerKind(Protocol):

@@ -96,9 +96,9 @@ def test_at_most_once_across_runs(store, settings, tmp_path):
 
 
 @pytest.mark.postgres
-def test_concurrent_evaluations_plan_once(backend, store, settings, tmp_path):
-    if backend != "postgresql":
-        pytest.skip("concurrent daemons share PostgreSQL")
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_concurrent_evaluations_plan_once(store, settings, tmp_path):
+    """Two daemons on one PostgreSQL evaluating the same rule and slot plan once."""
     write_rule(settings, "winback", WINBACK)
     lapsed_shop(store, tmp_path, count=300)
     ruleset = ruleset_for(settings)
