@@ -6,6 +6,8 @@ Once a release ships, new schema changes get new revisions instead.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,4 +27,8 @@ with tempfile.TemporaryDirectory() as folder:
     )
     store.dispose()
 text = target.read_text().replace("astext_type=Text()", "astext_type=sa.Text()")
-target.write_text(text)
+target.write_text("\n".join(line.rstrip() for line in text.splitlines()) + "\n")
+# Keep the generated file within the project's lint and format rules.
+ruff = Path(sys.executable).with_name("ruff")
+subprocess.run([str(ruff), "format", "-q", str(target)], check=True)
+subprocess.run([str(ruff), "check", "--fix", "-q", str(target)], check=True)

@@ -50,6 +50,8 @@ class RuleSet:
     rules: dict[str, CompiledRule] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     broken: set[str] = field(default_factory=set)
+    # Broken on disk, still running their last good version (the daemon's cache).
+    kept_last_good: set[str] = field(default_factory=set)
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -98,14 +100,6 @@ def compile_ruleset(settings: Settings, loaded) -> RuleSet:
         unless = _check_all(rule.unless, catalog, problems)
         if rule.trigger.where is not None:
             when = _check_all([rule.trigger.where], catalog, problems) + when
-        if rule.trigger.kind == "after" and rule.trigger.after not in rule_ids:
-            problems.append(
-                rule.diagnostic(
-                    "trigger.after",
-                    f"`after` follows rule {rule.trigger.after!r}, which does not exist"
-                    + _hint(rule.trigger.after, rule_ids),
-                )
-            )
         if problems:
             ruleset.diagnostics += problems
             ruleset.broken.add(rule_id)
@@ -114,11 +108,6 @@ def compile_ruleset(settings: Settings, loaded) -> RuleSet:
         ruleset.rules[rule_id] = CompiledRule(rule=rule, spec=spec, segments=segments)
     ruleset.diagnostics += _group_ties(ruleset)
     return ruleset
-
-
-def _hint(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, sorted(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _check_segments(located: dict) -> tuple[dict, list[Diagnostic]]:

@@ -88,9 +88,7 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.close()
         # PostgreSQL has md5(); SQLite gets the same assignment hash so holdout and
         # variant buckets are computed in SQL identically on both.
-        dbapi_connection.create_function(
-            "nudge_bucket", 1, sqlite_md5_bucket, deterministic=True
-        )
+        dbapi_connection.create_function("nudge_bucket", 1, sqlite_md5_bucket, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):

@@ -2,18 +2,34 @@
 
 from sqlmodel import SQLModel
 
+from engine.store.delivery import (
+    AudienceMember,
+    AudienceSync,
+    AudienceSyncedMember,
+    Coupon,
+    CouponRedemption,
+    DeliveryAttempt,
+    UnsubscribeToken,
+)
 from engine.store.people import Event, Profile, StageMembership, User, UserTag
 from engine.store.planning import Decision, OutboxAction, Run
 
 metadata = SQLModel.metadata
 
 __all__ = [
+    "AudienceMember",
+    "AudienceSync",
+    "AudienceSyncedMember",
+    "Coupon",
+    "CouponRedemption",
     "Decision",
+    "DeliveryAttempt",
     "Event",
     "OutboxAction",
     "Profile",
     "Run",
     "StageMembership",
+    "UnsubscribeToken",
     "User",
     "UserTag",
     "metadata",

@@ -1,9 +1,10 @@
 """`schedule: "0 10 * * MON"` — a sweep over everyone who matches, at cron times.
 
-Cron is read in the shop's time zone (APScheduler's CronTrigger, so DST is handled
-the way the daemon will fire it). At T the due slot is the latest fire time in
-(T - GRACE, T]; with none, nothing is due. The slot is both the run slot (two daemons
-plan it once) and the occurrence key (a user is swept once per slot).
+Cron is read in the shop's time zone (APScheduler's CronTrigger, through
+engine.scheduling), so DST is handled the way the daemon fires it. At T the due slot
+is the latest fire time in (T - GRACE, T]; with none, nothing is due. The slot is
+both the run slot (two daemons plan it once) and the occurrence key (a user is
+swept once per slot).
 """
 
 from __future__ import annotations
@@ -12,18 +13,14 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from apscheduler.triggers.cron import CronTrigger
 
+from engine.scheduling import cron_trigger
 from engine.store.people import User
 from engine.triggers.base import TriggerContext, TriggerSpec
 
 users = User.__table__
 name = "schedule"
 GRACE = timedelta(hours=1)
-
-
-def cron_trigger(expression: str, timezone: ZoneInfo) -> CronTrigger:
-    return CronTrigger.from_crontab(expression, timezone=timezone)
 
 
 def next_fire_times(expression: str, timezone: ZoneInfo, after: datetime, count: int = 3):

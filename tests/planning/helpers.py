@@ -41,7 +41,9 @@ def ingest(store, folder: Path, *, now: datetime, users=(), events=()) -> None:
         path.write_text(
             "".join(json.dumps(row, default=str) + "\n" for row in rows), encoding="utf-8"
         )
-        report = ingest_files(store, [path], now=now, kind=kind, rejects_path=path.with_suffix(".rej"))
+        report = ingest_files(
+            store, [path], now=now, kind=kind, rejects_path=path.with_suffix(".rej")
+        )
         assert not report.rejected, report.rejected
 
 

@@ -28,8 +28,12 @@ def lapsed_shop(store, tmp_path, count=60):
         for i in range(count)
     ]
     events = [
-        {"user": f"u{i}", "type": "purchase", "at": (T - timedelta(days=95 + i % 7)).isoformat(),
-         "amount": 150 + 10 * i}
+        {
+            "user": f"u{i}",
+            "type": "purchase",
+            "at": (T - timedelta(days=95 + i % 7)).isoformat(),
+            "amount": 150 + 10 * i,
+        }
         for i in range(count)
     ]
     ingest(store, tmp_path, now=T, users=users, events=events)
@@ -46,9 +50,7 @@ def row_counts(store) -> dict[str, int]:
 def decisions(store, rule_id="winback"):
     with store.connect() as connection:
         rows = connection.execute(
-            sa.text(
-                "SELECT user_id, outcome, reason, variant FROM decisions WHERE rule_id = :r"
-            ),
+            sa.text("SELECT user_id, outcome, reason, variant FROM decisions WHERE rule_id = :r"),
             {"r": rule_id},
         ).all()
     return {row[0]: tuple(row[1:]) for row in rows}
@@ -153,9 +155,24 @@ def test_evaluation_in_the_past_ignores_later_events(store, settings, tmp_path):
         now=T,
         users=[{"id": "a"}, {"id": "b"}],
         events=[
-            {"user": "a", "type": "purchase", "at": (early - timedelta(days=1)).isoformat(), "amount": 600},
-            {"user": "b", "type": "purchase", "at": (early - timedelta(days=1)).isoformat(), "amount": 100},
-            {"user": "b", "type": "purchase", "at": (early + timedelta(days=1)).isoformat(), "amount": 900},
+            {
+                "user": "a",
+                "type": "purchase",
+                "at": (early - timedelta(days=1)).isoformat(),
+                "amount": 600,
+            },
+            {
+                "user": "b",
+                "type": "purchase",
+                "at": (early - timedelta(days=1)).isoformat(),
+                "amount": 100,
+            },
+            {
+                "user": "b",
+                "type": "purchase",
+                "at": (early + timedelta(days=1)).isoformat(),
+                "amount": 900,
+            },
         ],
     )
     ruleset = ruleset_for(settings)
@@ -172,7 +189,9 @@ def test_evaluation_in_the_past_ignores_later_events(store, settings, tmp_path):
 def test_a_broken_rule_never_stops_the_others(store, settings, tmp_path):
     write_rule(settings, "winback", WINBACK)
     write_rule(settings, "broken", "trigger: {stage: lapsd_member}\nactions: {tag: {add: [x]}}\n")
-    write_rule(settings, "bad-condition", WINBACK.replace("total_spent >= 200", "total_spnt >= 200"))
+    write_rule(
+        settings, "bad-condition", WINBACK.replace("total_spent >= 200", "total_spnt >= 200")
+    )
     lapsed_shop(store, tmp_path)
     from engine.planning.compile import load_ruleset
 

@@ -1,0 +1,83 @@
+"""`coupon`: issue a unique, single-use code to the user.
+
+```yaml
+actions:
+  coupon: {value: 20, currency: CNY, min_order: 100, expires_in: 14d}
+  # or: coupon: {percent_off: 15, expires_in: 7d, prefix: WELCOME}
+```
+The code is reserved only when the action is really delivered (never by dry-run,
+preview or tests); redemption is by the owner, once, before expiry.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import Field, StringConstraints, field_validator, model_validator
+
+from engine.actions.base import ActionKind, ActionParams
+from engine.durations import parse_duration
+
+MIN_CODE_LENGTH = 10
+
+
+class CouponParams(ActionParams):
+    """Exactly one of `value` (amount off) or `percent_off`."""
+
+    value: Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=2)] | None = None
+    """Amount off, in `currency`."""
+    percent_off: Annotated[int, Field(ge=1, le=100)] | None = None
+    """Percentage off the order, 1 to 100."""
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = None
+    """ISO 4217 code; default: the shop currency (nudge.toml [shop] currency)."""
+    min_order: Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)] | None = None
+    """Minimum order amount for the code to apply."""
+    expires_in: str = "30d"
+    """How long the code is valid after it is issued: '14d', '48h', '2w'."""
+    prefix: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,12}$")] | None = None
+    """Printed before the random part, as PREFIX-XXXX...; upper-case letters and digits."""
+    length: Annotated[int, Field(ge=MIN_CODE_LENGTH, le=32)] = 12
+    """Symbols in the random part (Crockford base32: 5 bits each; 10 symbols = 50 bits)."""
+
+    @field_validator("expires_in")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_discount(self) -> CouponParams:
+        if (self.value is None) == (self.percent_off is None):
+            raise ValueError("give exactly one of 'value' (amount off) or 'percent_off'")
+        if self.percent_off is not None and self.currency is not None and self.min_order is None:
+            # A currency only matters for an amount or a minimum order.
+            raise ValueError("'currency' applies to 'value' or 'min_order', not 'percent_off'")
+        return self
+
+
+def deliver(ctx, actions):
+    """Issue (or find, on a retry) each action's code in one transaction."""
+    from engine.actions.delivering import in_order, parse_params
+    from engine.coupons.issue import issue_coupons
+    from engine.delivery.context import Outcome
+
+    good, bad = parse_params(actions, CouponParams)
+    with ctx.store.begin() as connection:
+        issue_coupons(
+            connection,
+            [action for action, _ in good],
+            now=ctx.now,
+            default_currency=ctx.settings.shop.currency,
+        )
+    return in_order(actions, bad, {action.id: Outcome.sent() for action, _ in good})
+
+
+KIND = ActionKind(
+    name="coupon",
+    channel="coupon",
+    params=CouponParams,
+    description="Issue a unique single-use coupon code (amount or percent off).",
+    example={"value": 20, "currency": "CNY", "min_order": 100, "expires_in": "14d"},
+    deliver=deliver,
+)

@@ -1,0 +1,1 @@
+"""Retargeting audiences: membership, per-platform normalisation, sync and export."""

@@ -1,0 +1,1 @@
+"""Coupons: unique codes issued by delivered coupon actions, and their redemption."""

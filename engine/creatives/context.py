@@ -1,0 +1,146 @@
+"""The rendering context: what a template may see about one user and one offer.
+
+Only safe fields of the user reach templates (name, locale, tier, country, time
+zone; never raw email or phone, which must not leak into ad copy or URLs). The offer
+is normalised so that every fact a template may print always exists (None when the
+rule does not set it): with StrictUndefined a missing key would otherwise fail at
+send time for some users only.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from engine.clock import ensure_aware
+from engine.config import Settings
+from engine.creatives.links import sign_token
+
+SAFE_USER_FIELDS = ("name", "first_name", "locale", "member_tier", "country", "timezone")
+PROFILE_FIELDS = (
+    "first_seen_at",
+    "last_seen_at",
+    "signup_at",
+    "first_purchase_at",
+    "last_purchase_at",
+    "last_visit_at",
+    "purchase_count",
+    "refund_count",
+    "total_spent",
+    "avg_order_value",
+    "event_count",
+)
+OFFER_FACTS = ("value", "currency", "percent_off", "min_order", "expires_at", "code")
+_DURATION = re.compile(r"^\s*(\d+)\s*([wdhm])\s*$")
+_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes"}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """`14d`, `12h`, `2w`, `30m` (the rule files' duration syntax)."""
+    if isinstance(value, timedelta):
+        return value
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"invalid duration {value!r}: expected e.g. 14d, 12h, 2w")
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+def _decimal(value: Any, key: str) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return Decimal(str(value))
+    except ArithmeticError:
+        raise ValueError(f"offer {key}: not a number: {value!r}") from None
+
+
+def _instant(value: Any, tz: ZoneInfo) -> datetime:
+    if isinstance(value, datetime):
+        return ensure_aware(value)
+    if isinstance(value, date):
+        # An offer "until 2026-11-11" lasts to the end of that day in the shop's zone.
+        return datetime.combine(value, time(23, 59, 59), tzinfo=tz)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+
+
+def normalize_offer(offer: Mapping[str, Any], *, now: datetime, settings: Settings) -> dict:
+    """Offer facts with every key present; `expires_in` becomes `expires_at` from `now`."""
+    result: dict[str, Any] = {key: None for key in OFFER_FACTS}
+    result["currency"] = settings.shop.currency
+    for key, value in offer.items():
+        if key in ("value", "min_order", "percent_off"):
+            result[key] = _decimal(value, key)
+        elif key == "expires_in":
+            result["expires_at"] = now + parse_duration(value)
+        elif key == "expires_at":
+            result["expires_at"] = None if value is None else _instant(value, settings.tz)
+        elif key == "currency":
+            result["currency"] = str(value or settings.shop.currency).upper()
+        else:
+            result[key] = value
+    return result
+
+
+def _zone(name: str | None, default: ZoneInfo) -> ZoneInfo:
+    try:
+        return ZoneInfo(name) if name else default
+    except (ZoneInfoNotFoundError, ValueError):
+        return default
+
+
+def _is_cjk(text: str) -> bool:
+    return any(unicodedata.east_asian_width(char) in ("W", "F") for char in text)
+
+
+def first_name_of(name: str | None) -> str | None:
+    """Latin names: the first word. CJK names have no spaces; the whole name is kept."""
+    if not name:
+        return None
+    name = name.strip()
+    return name if _is_cjk(name) else name.split()[0]
+
+
+def build_context(
+    user: Mapping[str, Any],
+    offer: Mapping[str, Any],
+    *,
+    rule_id: str,
+    variant: str | None,
+    settings: Settings,
+    base_url: str,
+    secret: bytes | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """Everything a template may use for one user, one offer, one rule and variant.
+
+    `user` is a users-table row (plus optional `profile` mapping or profile columns);
+    `secret` signs the per-user token in links (NUDGE_SECRET_KEY, read by the caller);
+    without a secret, links carry no token (previews, the static landing site).
+    """
+    now = ensure_aware(now)
+    safe = {key: user.get(key) for key in SAFE_USER_FIELDS}
+    safe["first_name"] = safe["first_name"] or first_name_of(safe["name"])
+    zone = _zone(safe["timezone"], settings.tz)
+    safe["timezone"] = zone.key
+    profile_source = user.get("profile") or user
+    profile = {key: profile_source.get(key) for key in PROFILE_FIELDS}
+    user_id = user.get("id")
+    token = sign_token(secret, str(user_id), rule_id) if secret and user_id else None
+    return {
+        "user": safe,
+        "profile": profile,
+        "offer": normalize_offer(offer, now=now, settings=settings),
+        "rule_id": rule_id,
+        "variant": variant,
+        "shop": {"name": settings.shop.name, "currency": settings.shop.currency},
+        "now": now.astimezone(UTC),
+        "tz": zone,
+        "token": token,
+        "base_url": base_url.rstrip("/"),
+    }

@@ -1,0 +1,254 @@
+"""The sandboxed Jinja environment every creative renders in.
+
+Templates are written by marketers, not engineers, and they run inside the sending
+daemon, so they get: Jinja's immutable sandbox (no attribute walks to `__class__`,
+no `str.format` escapes, no mutating the context), `StrictUndefined` (a misspelt
+variable is an error at `nudge check`, never an empty hole in a sent message),
+autoescape for `.html` templates only (plain text and SMS must not show `&amp;`),
+and a budget per render: wall time, output size, `range()` length, and the size of
+`*` / `**` results, so a template cannot stall or bloat the daemon.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from babel.dates import format_date, format_datetime
+from babel.numbers import format_currency, format_percent
+from jinja2 import BaseLoader, StrictUndefined, TemplateNotFound, pass_context
+from jinja2.runtime import Context
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from engine import clock
+from engine.creatives.errors import CreativeAbort, InvalidCreativeNameError, RenderLimitError
+
+CREATIVE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+SHARED_FOLDER = "_shared"
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+MAX_RENDER_SECONDS = 2.0
+MAX_OUTPUT_CHARS = 200_000
+MAX_RANGE = 1_000
+MAX_EXPONENT = 64
+
+
+def check_creative_name(name: str) -> str:
+    """Refuse any creative name that is not a plain slug (no `/`, `..`, `_shared`)."""
+    if not isinstance(name, str) or not CREATIVE_NAME.fullmatch(name):
+        raise InvalidCreativeNameError(
+            f"invalid creative name {name!r}: use lowercase letters, digits, '-' and '_' "
+            "(a folder directly under templates/)"
+        )
+    return name
+
+
+def split_template_name(name: str) -> tuple[str, str]:
+    """`creative/file` -> (folder, file), refusing anything that could leave the folder."""
+    parts = name.split("/")
+    if len(parts) != 2:
+        raise InvalidCreativeNameError(f"invalid template name {name!r}: expected CREATIVE/FILE")
+    folder, file = parts
+    if folder != SHARED_FOLDER:
+        check_creative_name(folder)
+    if not _FILE_NAME.fullmatch(file) or ".." in file:
+        raise InvalidCreativeNameError(f"invalid template file name {file!r}")
+    return folder, file
+
+
+class CreativeLoader(BaseLoader):
+    """Loads `creative/file` from the templates folder and nothing else.
+
+    Names are validated before touching the disk and the resolved path must stay
+    inside the folder, so neither `../` nor a symlink can reach other files.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+
+    def get_source(self, environment, template: str):
+        folder, file = split_template_name(template)
+        path = (self.root / folder / file).resolve()
+        if not path.is_relative_to(self.root) or not path.is_file():
+            raise TemplateNotFound(template)
+        source = path.read_text(encoding="utf-8")
+        mtime = path.stat().st_mtime
+        return source, str(path), lambda: path.is_file() and path.stat().st_mtime == mtime
+
+
+@dataclass(slots=True)
+class RenderBudget:
+    deadline: float
+    seconds: float
+
+    def tick(self) -> None:
+        if clock.monotonic() > self.deadline:
+            raise RenderLimitError(f"rendering took longer than {self.seconds:g} s")
+
+
+_BUDGET: contextvars.ContextVar[RenderBudget | None] = contextvars.ContextVar(
+    "creative_render_budget", default=None
+)
+
+
+def start_budget(seconds: float = MAX_RENDER_SECONDS) -> contextvars.Token:
+    return _BUDGET.set(RenderBudget(clock.monotonic() + seconds, seconds))
+
+
+def end_budget(token: contextvars.Token) -> None:
+    _BUDGET.reset(token)
+
+
+def _tick() -> None:
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.tick()
+
+
+class BoundedRange:
+    """`range()` for templates: at most MAX_RANGE items, the time budget checked per item."""
+
+    def __init__(self, *args: int):
+        self._range = range(*args)
+        if len(self._range) > MAX_RANGE:
+            raise RenderLimitError(
+                f"range() of {len(self._range)} items exceeds the limit of {MAX_RANGE}"
+            )
+
+    def __len__(self) -> int:
+        return len(self._range)
+
+    def __iter__(self) -> Iterator[int]:
+        for item in self._range:
+            _tick()
+            yield item
+
+
+def _sized(value: Any) -> int | None:
+    return len(value) if isinstance(value, str | bytes | list | tuple) else None
+
+
+class CreativeSandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox with a time and size budget on every operation."""
+
+    # Intercepting also stops Jinja from constant-folding `10**10**10` at compile time.
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context, operator, left, right):
+        _tick()
+        if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+            raise RenderLimitError(f"exponent {right} exceeds the limit of {MAX_EXPONENT}")
+        if operator == "*":
+            for sequence, times in ((left, right), (right, left)):
+                size = _sized(sequence)
+                if size is not None and isinstance(times, int) and size * times > MAX_OUTPUT_CHARS:
+                    raise RenderLimitError(
+                        f"repeating a sequence {times} times exceeds {MAX_OUTPUT_CHARS} items"
+                    )
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - Jinja's signature
+        _tick()
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def getattr(self, obj, attribute):
+        _tick()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj, argument):
+        _tick()
+        return super().getitem(obj, argument)
+
+
+def _abort(reason: str = "aborted by the template") -> None:
+    raise CreativeAbort(str(reason))
+
+
+def _to_decimal(value: Any) -> Decimal:
+    try:
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise ValueError(f"not a number: {value!r}") from None
+
+
+@pass_context
+def money_filter(context: Context, value: Any, currency: str | None = None) -> str:
+    """`{{ offer.value|money }}`: ¥20 in zh-CN, CN¥20 in en; cents only when present."""
+    if value is None:
+        return ""
+    amount = _to_decimal(value)
+    code = currency or context["offer"]["currency"]
+    pattern = "¤#,##0" if amount == amount.to_integral_value() else None
+    return format_currency(
+        amount, code, format=pattern, locale=context["babel_locale"], currency_digits=False
+    )
+
+
+@pass_context
+def percent_filter(context: Context, value: Any) -> str:
+    """`{{ offer.percent_off|percent }}`: 15 -> 15%."""
+    if value is None:
+        return ""
+    return format_percent(_to_decimal(value) / 100, locale=context["babel_locale"])
+
+
+@pass_context
+def date_filter(context: Context, value: Any, format: str = "long") -> str:
+    """`{{ offer.expires_at|date }}`: the day in the user's time zone and locale."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        value = value.astimezone(context["tz"]).date()
+    if not isinstance(value, date):
+        raise ValueError(f"not a date: {value!r}")
+    return format_date(value, format=format, locale=context["babel_locale"])
+
+
+@pass_context
+def datetime_filter(context: Context, value: Any, format: str = "medium") -> str:
+    """`{{ offer.expires_at|datetime }}`: date and time in the user's time zone."""
+    if value is None:
+        return ""
+    if not isinstance(value, datetime):
+        raise ValueError(f"not a datetime: {value!r}")
+    return format_datetime(
+        value.astimezone(context["tz"]), format=format, locale=context["babel_locale"]
+    )
+
+
+def _finalize(value: Any) -> Any:
+    # A missing optional field (a user without a name) prints as nothing, not "None".
+    return "" if value is None else value
+
+
+def _autoescape(name: str | None) -> bool:
+    return bool(name) and name.endswith(".html")
+
+
+@lru_cache(maxsize=16)
+def get_environment(templates_dir: Path) -> CreativeSandbox:
+    """The shared environment of one templates folder (compiled templates are cached)."""
+    env = CreativeSandbox(
+        loader=CreativeLoader(templates_dir),
+        undefined=StrictUndefined,
+        autoescape=_autoescape,
+        finalize=_finalize,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+        auto_reload=True,
+    )
+    # lipsum() can generate unbounded text and has no use in a sent message.
+    env.globals.pop("lipsum", None)
+    env.globals.update(range=BoundedRange, abort=_abort)
+    env.filters.update(
+        money=money_filter, percent=percent_filter, date=date_filter, datetime=datetime_filter
+    )
+    return env

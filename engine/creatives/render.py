@@ -1,0 +1,325 @@
+"""Rendering one surface of one creative for one user: `render_creative`.
+
+Every failure is a located `TemplateProblemError` (file and line of the template),
+so a bad template is reported, not sent; `abort("reason")` in a template returns a
+`Skipped` with that reason, which the sender records instead of sending.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from jinja2 import Template, TemplateError, TemplateSyntaxError
+from jinja2.exceptions import SecurityError, UndefinedError
+
+from engine.config import Settings
+from engine.creatives import environment
+from engine.creatives.environment import get_environment
+from engine.creatives.errors import (
+    CreativeAbort,
+    CreativeNotFoundError,
+    RenderLimitError,
+    TemplateProblemError,
+)
+from engine.creatives.limits import AD_TRAFFIC, LIMITS, FieldLimit
+from engine.creatives.links import slug, tracked_url
+from engine.creatives.loader import (
+    AD_PREFIX,
+    SURFACE_FILES,
+    AdField,
+    Creative,
+    babel_locale,
+    choose_locale,
+    limit_key,
+    open_creative,
+    parse_ads,
+    shared_blocks_name,
+    template_name,
+)
+from engine.creatives.width import text_width
+from engine.errors import Diagnostic, Location
+
+UNRENDERED = re.compile(r"\{\{|\{%")
+# surface -> (utm_source, utm_medium) of the links it carries.
+SURFACE_TRAFFIC = {
+    "email_subject": ("email", "email"),
+    "email_html": ("email", "email"),
+    "email_text": ("email", "email"),
+    "sms": ("sms", "sms"),
+    "landing": ("landing", "referral"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedSurface:
+    """The text of one surface for one user, ready to send or publish."""
+
+    creative: str
+    surface: str
+    locale: str
+    text: str
+    path: str
+    line: int | None = None
+    url: str | None = None
+
+    @property
+    def is_html(self) -> bool:
+        return self.path.endswith(".html")
+
+    @property
+    def limit(self) -> FieldLimit | None:
+        return LIMITS.get(limit_key(self.surface)) if self.surface.startswith(AD_PREFIX) else None
+
+    @property
+    def width(self) -> int:
+        return text_width(self.text)
+
+    @property
+    def location(self) -> Location:
+        return Location(self.path, self.line)
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """The template called abort(reason): this user's message is not sent."""
+
+    creative: str
+    surface: str
+    reason: str
+
+
+def display_path(settings: Settings, path: Path | str) -> str:
+    """Paths in messages are relative to the project folder when possible."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(settings.project_dir.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def traffic_of(surface: str) -> tuple[str, str]:
+    if surface.startswith(AD_PREFIX):
+        return AD_TRAFFIC[limit_key(surface).rsplit(".", 1)[0]]
+    return SURFACE_TRAFFIC[surface]
+
+
+def landing_path(creative: str, locale: str, variant: str | None) -> str:
+    """Where the landing page of (creative, locale, variant) lives under the site root."""
+    return f"{creative}/{locale}/{slug(variant) if variant else 'default'}.html"
+
+
+def available_surfaces(settings: Settings, creative: str, locale: str | None = None) -> list[str]:
+    """Stable surface names of a creative, e.g. `email_subject`, `ad:google.search.headline_1`.
+
+    For one locale (default: the shop's, by the fallback chain): the fixed surfaces in
+    a fixed order, then the ad fields in the order of the ads file.
+    """
+    found = open_creative(settings, creative)
+    if not found.locales:
+        return []
+    locale = choose_locale(locale, found.locales, settings.shop.locale)
+    surfaces = [name for name in SURFACE_FILES if (name, locale) in found.files]
+    ads = found.files.get(("ads", locale))
+    if ads is not None:
+        fields, _ = parsed_ads(ads, display_path(settings, ads))
+        surfaces += [field.surface for field in fields]
+    return surfaces
+
+
+def render_creative(
+    settings: Settings, creative: str, surface: str, context: dict[str, Any]
+) -> RenderedSurface | Skipped:
+    """Render one surface of `creative` with a context from `build_context`.
+
+    The locale is the user's by the fallback chain among the creative's locales.
+    Raises TemplateProblemError (located) when the template is broken,
+    CreativeNotFoundError when the creative or surface does not exist.
+    """
+    found = open_creative(settings, creative)
+    locale = choose_locale(context["user"].get("locale"), found.locales, settings.shop.locale)
+    path = found.file_for(surface, locale)
+    if path is None:
+        raise CreativeNotFoundError(
+            f"creative {creative!r} has no {surface!r} template for locale {locale} "
+            f"(files: {', '.join(sorted(p.name for p in found.files.values())) or 'none'})"
+        )
+    shown = display_path(settings, path)
+    env = get_environment(settings.templates_dir.resolve())
+    field = _ad_field(settings, found, surface, path, shown) if path.suffix == ".yaml" else None
+    variables = _variables(settings, found, surface, locale, context)
+    token = environment.start_budget()
+    try:
+        template = (
+            _compile_field(env, found.name, path, field)
+            if field
+            else env.get_template(template_name(found.name, path))
+        )
+        variables["blocks"] = _shared_blocks(env, found, locale, variables)
+        text = _generate(template, variables)
+    except CreativeAbort as exc:
+        return Skipped(creative=creative, surface=surface, reason=exc.reason)
+    except (TemplateError, RenderLimitError, ArithmeticError, ValueError, TypeError) as exc:
+        raise TemplateProblemError.single(_diagnose(settings, exc, shown, variables)) from None
+    finally:
+        environment.end_budget(token)
+    text = _tidy(surface, text)
+    line = field.line if field else None
+    leftover = UNRENDERED.search(text)
+    if leftover:
+        raise TemplateProblemError.single(
+            Diagnostic(
+                Location(shown, line),
+                f"{surface}: unrendered {leftover.group()!r} in the output "
+                "(escaped or nested template syntax?)",
+            )
+        )
+    return RenderedSurface(
+        creative=creative,
+        surface=surface,
+        locale=locale,
+        text=text,
+        path=shown,
+        line=line,
+        url=variables["url"],
+    )
+
+
+def _variables(
+    settings: Settings, found: Creative, surface: str, locale: str, context: dict[str, Any]
+) -> dict[str, Any]:
+    source, medium = traffic_of(surface)
+    base = context["base_url"]
+    link = {
+        "source": source,
+        "medium": medium,
+        "campaign": context["rule_id"],
+        "content": context["variant"],
+        "token": context["token"],
+    }
+    page = landing_path(found.name, locale, context["variant"])
+    landing_url = tracked_url(f"{base}/{page}", **link)
+    origin = urlsplit(base)
+    shop_url = tracked_url(urlunsplit((origin.scheme, origin.netloc, "/", "", "")), **link)
+    return {
+        **context,
+        "creative": found.name,
+        "surface": surface,
+        "locale": locale,
+        "babel_locale": babel_locale(locale),
+        "landing_url": landing_url,
+        "shop_url": shop_url,
+        # Where this surface's call to action leads: the landing page, or from the
+        # landing page itself, the shop.
+        "url": shop_url if surface == "landing" else landing_url,
+    }
+
+
+def _shared_blocks(env, found: Creative, locale: str, variables: dict[str, Any]):
+    """The `blocks` module (offer line, call to action, terms) for the locale, if any."""
+    root = Path(env.loader.root)
+    folder = root / environment.SHARED_FOLDER
+    shared = sorted(path.name.split(".")[1] for path in folder.glob("blocks.*.jinja"))
+    if not shared:
+        return None
+    name = shared_blocks_name(choose_locale(locale, shared, locale))
+    return env.get_template(name).make_module(vars=variables)
+
+
+_FIELD_CACHE: dict[tuple[str, int, str], Template] = {}
+
+
+_ADS_CACHE: dict[tuple[str, int, str], tuple[list[AdField], list[Diagnostic]]] = {}
+
+
+def parsed_ads(path: Path, shown: str) -> tuple[list[AdField], list[Diagnostic]]:
+    """parse_ads, cached until the file changes (a send renders each field per user)."""
+    key = (str(path), path.stat().st_mtime_ns, shown)
+    if key not in _ADS_CACHE:
+        _ADS_CACHE[key] = parse_ads(path, shown)
+    return _ADS_CACHE[key]
+
+
+def _ad_field(settings: Settings, found: Creative, surface: str, path: Path, shown: str) -> AdField:
+    fields, problems = parsed_ads(path, shown)
+    if problems:
+        raise TemplateProblemError(problems)
+    for field in fields:
+        if field.surface == surface:
+            return field
+    raise CreativeNotFoundError(
+        f"creative {found.name!r} has no ad field {surface!r} in {shown} "
+        f"(fields: {', '.join(f.surface for f in fields) or 'none'})"
+    )
+
+
+def _compile_field(env, creative: str, path: Path, field: AdField) -> Template:
+    key = (str(path), field.line, field.source)
+    if key not in _FIELD_CACHE:
+        # Padding with newlines makes Jinja's line numbers those of the YAML file.
+        source = "\n" * (field.line - 1) + field.source
+        code = env.compile(source, name=template_name(creative, path), filename=str(path))
+        _FIELD_CACHE[key] = env.template_class.from_code(env, code, env.make_globals(None))
+    return _FIELD_CACHE[key]
+
+
+def _generate(template: Template, variables: dict[str, Any]) -> str:
+    chunks: list[str] = []
+    size = 0
+    for chunk in template.generate(variables):
+        size += len(chunk)
+        if size > environment.MAX_OUTPUT_CHARS:
+            raise RenderLimitError(f"output exceeds {environment.MAX_OUTPUT_CHARS} characters")
+        chunks.append(chunk)
+    return "".join(chunks)
+
+
+def _tidy(surface: str, text: str) -> str:
+    if surface.startswith(AD_PREFIX) or surface in ("email_subject", "sms"):
+        # One line: template layout (indentation, line breaks) is not part of the text.
+        return " ".join(text.split())
+    return text.strip() + "\n"
+
+
+_UNDEFINED = re.compile(r"has no attribute '([^']+)'|'([^']+)' is undefined")
+
+
+def _diagnose(settings: Settings, exc: Exception, shown: str, variables: dict) -> Diagnostic:
+    """A diagnostic at the template frame that failed (the innermost, e.g. in a macro)."""
+    path, line = shown, getattr(exc, "lineno", None)
+    if isinstance(exc, TemplateSyntaxError):
+        if exc.filename:
+            path = display_path(settings, exc.filename)
+        return Diagnostic(Location(path, line), f"template syntax error: {exc.message}")
+    root = str(settings.templates_dir.resolve())
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(root)]
+    if frames:
+        path, line = display_path(settings, frames[-1].filename), frames[-1].lineno
+    kind = {
+        SecurityError: "unsafe operation refused by the sandbox",
+        UndefinedError: "undefined variable",
+        RenderLimitError: "render limit exceeded",
+    }.get(type(exc), type(exc).__name__)
+    message = f"{kind}: {exc}{_did_you_mean(exc, variables)}"
+    return Diagnostic(Location(path, line), message)
+
+
+def _did_you_mean(exc: Exception, variables: dict) -> str:
+    import difflib
+
+    if not isinstance(exc, UndefinedError):
+        return ""
+    match = _UNDEFINED.search(str(exc))
+    if not match:
+        return ""
+    wrong = match[1] or match[2]
+    names = set(variables)
+    for value in variables.values():
+        if isinstance(value, dict):
+            names.update(str(key) for key in value)
+    close = difflib.get_close_matches(wrong, sorted(names), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

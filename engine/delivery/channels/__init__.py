@@ -1,0 +1,105 @@
+"""Channel adapters: where a rendered message leaves Nudge.
+
+A channel takes one outgoing message and either returns (delivered) or raises a
+DeliveryFailure saying whether a retry can help. Channels know nothing about rules,
+users or policies; those live in the action kinds and engine/delivery/policy.py.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from typing import Any, Protocol
+
+from engine.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingEmail:
+    """A complete MIME message; `key` is the outbox idempotency key."""
+
+    key: str
+    message: EmailMessage
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingJson:
+    """A JSON POST (SMS gateway or webhook), signed with Standard Webhooks headers."""
+
+    key: str
+    url: str
+    body: dict[str, Any]
+    timestamp: datetime
+    secret: str | None = None
+
+
+class Channel(Protocol):
+    def send(self, message: Any) -> None:
+        """Deliver or raise engine.delivery.context.DeliveryFailure."""
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class ChannelSet:
+    """The channels of one dispatcher, by outbox channel name (email, sms, webhook...)."""
+
+    channels: dict[str, Channel] = field(default_factory=dict)
+
+    def get(self, name: str) -> Channel:
+        try:
+            return self.channels[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, list(self.channels), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"no delivery channel {name!r} is configured{hint}") from None
+
+    def close(self) -> None:
+        for channel in self.channels.values():
+            channel.close()
+
+    def __enter__(self) -> ChannelSet:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class NoopChannel:
+    """Accepts everything and counts it: benchmarks and tests of the dispatcher itself."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def send(self, message: Any) -> None:
+        self.sent.append(message)
+
+    def close(self) -> None:
+        pass
+
+
+def build_channels(settings, config=None) -> ChannelSet:
+    """The channels nudge.toml configures (file backends by default: no server needed)."""
+    from engine.delivery.channels.file import FileEmailChannel, FileJsonChannel
+    from engine.delivery.config import delivery_config
+
+    config = config or delivery_config(settings)
+    base = settings.project_dir
+    channels: dict[str, Channel] = {}
+    if config.email.backend == "smtp":
+        from engine.delivery.channels.smtp import SmtpChannel
+
+        channels["email"] = SmtpChannel.from_config(config.email)
+    else:
+        channels["email"] = FileEmailChannel(base / config.email.folder)
+    for name in ("sms", "webhook"):
+        section = getattr(config, name)
+        if section.backend == "http":
+            from engine.delivery.channels.http import HttpChannel
+
+            channels[name] = HttpChannel(timeout=section.timeout)
+        else:
+            channels[name] = FileJsonChannel(base / section.folder)
+    return ChannelSet(channels)

@@ -1,0 +1,209 @@
+"""The `[delivery]` section of nudge.toml, validated here by its owner.
+
+```toml
+[delivery]
+batch_size = 500
+lease = "5m"                     # a crashed dispatcher's claims are taken over after this
+base_url = "https://shop.example.com/offers"   # landing pages linked from emails and SMS
+
+[delivery.retry]
+max_attempts = 8
+base = "30s"                     # first retry after ~30s, doubling, jittered
+max_delay = "6h"
+
+[delivery.caps]                  # global per-channel frequency caps per user
+email = {max = 2, per = "7d"}    # the highest-priority messages win; others skipped
+sms = {max = 1, per = "1d", when_capped = "defer"}
+
+[delivery.send_windows]          # default send window per channel, user's local time
+sms = {between = ["09:00", "21:00"]}
+
+[delivery.email]
+backend = "file"                 # file | smtp
+folder = "outbox/email"          # file backend
+host = "smtp.example.com"        # smtp backend; password from NUDGE_SMTP_PASSWORD
+port = 587
+starttls = true
+user = "nudge"
+from_address = "shop@example.com"
+unsubscribe_url = "https://shop.example.com/unsubscribe/{token}"
+
+[delivery.sms]
+backend = "file"                 # file | http
+url = "https://sms.example.com/send"
+
+[delivery.webhook]
+backend = "http"                 # http | file
+
+[delivery.webhooks.crm]          # named endpoints for `webhook: {url: crm}`
+url = "https://crm.example.com/hooks/nudge"
+secret_env = "NUDGE_WEBHOOK_CRM_SECRET"
+```
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import time, timedelta
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from engine.durations import parse_duration
+from engine.errors import ConfigError
+
+Duration = Annotated[str, StringConstraints(strip_whitespace=True)]
+
+
+def _duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryConfig(_Model):
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    base: Duration = "30s"
+    max_delay: Duration = "6h"
+
+    _check = field_validator("base", "max_delay")(_duration)
+
+
+class CapConfig(_Model):
+    max: int = Field(ge=0)
+    per: Duration
+    # skip: the capped message is skipped with reason "capped" (the usual choice, so a
+    # backlog cannot flood the user later); defer: it waits until a slot frees.
+    when_capped: Literal["skip", "defer"] = "skip"
+
+    _check = field_validator("per")(_duration)
+
+    @property
+    def window(self) -> timedelta:
+        return parse_duration(self.per)
+
+
+class SendWindow(_Model):
+    """Local hours between which a message may be sent; start > end wraps midnight."""
+
+    between: tuple[str, str]
+
+    @field_validator("between")
+    @classmethod
+    def _hours(cls, value: tuple[str, str]) -> tuple[str, str]:
+        for item in value:
+            if not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", item):
+                raise ValueError(f"{item!r} is not a time of day HH:MM (00:00 to 23:59)")
+        if value[0] == value[1]:
+            raise ValueError("the window is empty: start and end are equal")
+        return value
+
+    @property
+    def start(self) -> time:
+        return time.fromisoformat(self.between[0])
+
+    @property
+    def end(self) -> time:
+        return time.fromisoformat(self.between[1])
+
+
+class EmailConfig(_Model):
+    backend: Literal["file", "smtp"] = "file"
+    folder: str = "outbox/email"
+    host: str = "localhost"
+    port: int = Field(default=25, ge=1, le=65535)
+    starttls: bool = False
+    ssl: bool = False
+    user: str | None = None
+    password_env: str = "NUDGE_SMTP_PASSWORD"
+    timeout: float = Field(default=30, gt=0)
+    from_address: str = "shop@example.com"
+    from_name: str | None = None
+    reply_to: str | None = None
+    # {token} is replaced by the user's unsubscribe token (RFC 8058 one-click URL).
+    unsubscribe_url: str = "https://shop.example.com/unsubscribe/{token}"
+    unsubscribe_mailto: str | None = None
+
+    @field_validator("unsubscribe_url")
+    @classmethod
+    def _has_token(cls, value: str) -> str:
+        if "{token}" not in value or not value.startswith("https://"):
+            raise ValueError("must be an https:// URL containing {token} (RFC 8058)")
+        return value
+
+
+class HttpBackendConfig(_Model):
+    backend: Literal["file", "http"] = "file"
+    folder: str = "outbox/sms"
+    url: str | None = None
+    secret_env: str = "NUDGE_WEBHOOK_SECRET"
+    timeout: float = Field(default=10, gt=0)
+
+
+class EndpointConfig(_Model):
+    url: str
+    secret_env: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+
+class AudiencesConfig(_Model):
+    folder: str = "audiences"
+    platforms: tuple[Literal["google", "meta", "csv"], ...] = ("csv",)
+
+
+class DeliveryConfig(_Model):
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    lease: Duration = "5m"
+    # Where the landing pages of creatives are published (links in emails and SMS).
+    base_url: str = "https://shop.example.com/offers"
+    retry: RetryConfig = RetryConfig()
+    caps: dict[str, CapConfig] = Field(default_factory=dict)
+    send_windows: dict[str, SendWindow] = Field(default_factory=dict)
+    email: EmailConfig = EmailConfig()
+    sms: HttpBackendConfig = HttpBackendConfig()
+    webhook: HttpBackendConfig = HttpBackendConfig(backend="http", folder="outbox/webhook")
+    webhooks: dict[str, EndpointConfig] = Field(default_factory=dict)
+    audiences: AudiencesConfig = AudiencesConfig()
+
+    _check = field_validator("lease")(_duration)
+
+    @property
+    def lease_duration(self) -> timedelta:
+        return parse_duration(self.lease)
+
+
+def parse_delivery_config(raw: dict, source: str = "nudge.toml") -> DeliveryConfig:
+    """Validate `settings.delivery`; every error names its dotted key."""
+    try:
+        return DeliveryConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            dotted = ".".join(["delivery", *(str(p) for p in error["loc"])])
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown key"
+            lines.append(f"{source}: {dotted}: {message}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def delivery_config(settings) -> DeliveryConfig:
+    """The validated delivery section of `settings`."""
+    source = str(settings.config_path) if settings.config_path else "settings"
+    return parse_delivery_config(settings.delivery, source)

@@ -1,0 +1,159 @@
+"""Delivery policies: middleware run around every action before a channel sees it.
+
+Policies are checked in order for each claimed action, highest priority first; the
+first that returns an Outcome decides (skip or defer) and the action is not
+delivered. Order matters: consent first (a user without consent is skipped, not
+deferred), then the send window (a deferred message must not use up a cap slot),
+then frequency caps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import sqlalchemy as sa
+
+from engine.delivery.config import SendWindow
+from engine.delivery.context import DeliveryContext, Outcome, PlannedAction
+from engine.store.planning import OutboxAction
+
+outbox = OutboxAction.__table__
+
+
+class DeliveryPolicy:
+    """Base class; subclasses override what they need (dramatiq middleware style)."""
+
+    name = "policy"
+
+    def before_batch(self, ctx: DeliveryContext, actions: Sequence[PlannedAction]) -> None:
+        """Load what the checks need for the whole batch, in set-based queries."""
+
+    def check(self, ctx: DeliveryContext, action: PlannedAction) -> Outcome | None:
+        """None lets the action through; an Outcome (skipped/deferred) stops it."""
+        return None
+
+
+class ConsentPolicy(DeliveryPolicy):
+    """Consent and unsubscribe, re-read at send time: a planned email to a user who
+    unsubscribed since planning is skipped, never sent."""
+
+    name = "consent"
+
+    def check(self, ctx: DeliveryContext, action: PlannedAction) -> Outcome | None:
+        from engine.actions import ACTION_KINDS
+
+        contact = ctx.contacts.get(action.user_id)
+        if contact is None:
+            return Outcome.skipped("unknown_user")
+        kind = ACTION_KINDS.get(action.kind)
+        consent = kind.consent if kind is not None else None
+        if consent == "email":
+            if contact.unsubscribed_at is not None:
+                return Outcome.skipped("unsubscribed")
+            if not contact.email_opt_in:
+                return Outcome.skipped("no_consent")
+        elif consent == "sms" and not contact.sms_opt_in:
+            return Outcome.skipped("no_consent")
+        elif consent == "ads" and not contact.ads_opt_in:
+            return Outcome.skipped("no_consent")
+        return None
+
+
+def user_zone(ctx: DeliveryContext, user_id: str) -> ZoneInfo:
+    contact = ctx.contacts.get(user_id)
+    if contact is not None and contact.timezone:
+        try:
+            return ZoneInfo(contact.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass  # a bad zone in imported data falls back to the shop's, never fails a send
+    return ctx.settings.tz
+
+
+def next_window_start(now: datetime, window: SendWindow, zone: ZoneInfo) -> datetime | None:
+    """None when `now` is inside the window, else the next instant the window opens."""
+    local = now.astimezone(zone)
+    start, end, clock = window.start, window.end, local.time().replace(tzinfo=None)
+    inside = start <= clock < end if start < end else (clock >= start or clock < end)
+    if inside:
+        return None
+    opening = datetime.combine(local.date(), start, tzinfo=zone)
+    if opening <= local:
+        opening = datetime.combine(local.date() + timedelta(days=1), start, tzinfo=zone)
+    # Round-trip through UTC so a start inside a DST gap lands on a real instant.
+    return opening.astimezone(now.tzinfo)
+
+
+class SendWindowPolicy(DeliveryPolicy):
+    """Quiet hours: outside the send window (user's local time) the action is deferred
+    to the next opening, never dropped."""
+
+    name = "send_window"
+
+    def check(self, ctx: DeliveryContext, action: PlannedAction) -> Outcome | None:
+        raw = action.payload.get("send_window")
+        window = (
+            SendWindow.model_validate(raw) if raw else ctx.config.send_windows.get(action.channel)
+        )
+        if window is None:
+            return None
+        opening = next_window_start(ctx.now, window, user_zone(ctx, action.user_id))
+        return None if opening is None else Outcome.deferred(opening, "quiet_hours")
+
+
+class FrequencyCapPolicy(DeliveryPolicy):
+    """Global per-channel caps per user ([delivery.caps]).
+
+    Actions reach this policy highest priority first, so the most important message
+    takes the free slots. A slot is counted when an action passes, before the channel
+    is called: if that send then fails, a lower-priority message of the same batch may
+    have been capped for nothing, which errs on the side of sending less.
+    """
+
+    name = "caps"
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+        self.oldest: dict[tuple[str, str], datetime] = {}
+
+    def before_batch(self, ctx: DeliveryContext, actions: Sequence[PlannedAction]) -> None:
+        self.counts.clear()
+        self.oldest.clear()
+        for channel, cap in ctx.config.caps.items():
+            users = sorted({a.user_id for a in actions if a.channel == channel})
+            if not users:
+                continue
+            query = (
+                sa.select(outbox.c.user_id, sa.func.count(), sa.func.min(outbox.c.sent_at))
+                .where(
+                    outbox.c.channel == channel,
+                    outbox.c.state == "sent",
+                    outbox.c.sent_at > ctx.now - cap.window,
+                    outbox.c.user_id.in_(users),
+                )
+                .group_by(outbox.c.user_id)
+            )
+            with ctx.store.connect() as connection:
+                for user_id, count, oldest in connection.execute(query):
+                    self.counts[(user_id, channel)] = count
+                    self.oldest[(user_id, channel)] = oldest
+
+    def check(self, ctx: DeliveryContext, action: PlannedAction) -> Outcome | None:
+        cap = ctx.config.caps.get(action.channel)
+        if cap is None:
+            return None
+        key = (action.user_id, action.channel)
+        used = self.counts.get(key, 0)
+        if used < cap.max:
+            self.counts[key] = used + 1
+            return None
+        if cap.when_capped == "defer":
+            # The next slot frees when the oldest send in the window leaves it.
+            oldest = self.oldest.get(key, ctx.now)
+            return Outcome.deferred(max(oldest + cap.window, ctx.now), "capped")
+        return Outcome.skipped("capped")
+
+
+def default_policies() -> list[DeliveryPolicy]:
+    return [ConsentPolicy(), SendWindowPolicy(), FrequencyCapPolicy()]

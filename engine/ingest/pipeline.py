@@ -1,0 +1,262 @@
+"""The ingest pipeline: open inputs -> read records -> validate -> write in batches.
+
+Bad rows become rejects (file:line + reason) and never stop the good ones; a file
+that cannot be read at all is an `IngestError` raised before anything is written.
+Batches are committed one transaction each, so memory stays flat and an interrupted
+import can simply be run again (events are stored once, users are upserts).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from queue import Full, Queue
+
+from engine.clock import ensure_aware
+from engine.config import Settings
+from engine.errors import IngestError
+from engine.ingest.readers import Record, Source, iter_sources, raw_text
+from engine.ingest.records import EVENT_TIME_KEYS, EVENT_USER_KEYS, event_row, user_row
+from engine.ingest.report import FileReport, IngestReport, Reject, RejectsWriter
+from engine.ingest.values import RowError
+from engine.ingest.writers import BatchWriter
+from engine.store.database import Store
+
+KINDS = ("users", "events")
+# Large enough that per-batch statements (profile refresh, bare users) are amortised,
+# small enough that a batch of parsed rows stays a few tens of MB.
+BATCH_SIZE = 20_000
+
+
+def ingest_files(
+    store: Store,
+    paths: list[Path | str],
+    *,
+    now: datetime,
+    kind: str | None = None,
+    rejects_path: Path | None = None,
+    require_users: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Ingest users and events files ("-" is stdin) and return what happened.
+
+    `now` stamps users.updated_at and events.ingested_at. `kind` forces "users" or
+    "events" instead of detecting it from the columns. Rejected rows go to
+    `rejects_path`, or to `<input>.rejects.jsonl` next to each input
+    (`stdin.rejects.jsonl` in the working directory for stdin). `progress` is called
+    with the number of rows processed since its previous call.
+    """
+    ensure_aware(now)
+    if kind is not None and kind not in KINDS:
+        raise IngestError(f"unknown kind {kind!r}: use users or events")
+    if not paths:
+        raise IngestError("no input files given")
+    sources = iter_sources(paths)
+    report = IngestReport()
+    rejects = RejectsWriter()
+    try:
+        kinds = [(source, _kind_of(source, kind)) for source in sources]
+        # Users first, whatever the order on the command line, so that events of users
+        # in the same import are not "unknown" under --require-users.
+        kinds.sort(key=lambda pair: pair[1] != "users")
+        with store.engine.connect() as connection:
+            writer = BatchWriter(connection, now)
+            writer.create_temp_tables()
+            try:
+                for source, source_kind in kinds:
+                    target = rejects_path or default_rejects_path(source)
+                    run = _FileRun(writer, report, rejects, target, progress)
+                    run.ingest(source, source_kind, store.settings, require_users)
+            finally:
+                if connection.in_transaction():
+                    connection.rollback()
+                with connection.begin():
+                    writer.drop_temp_tables()
+    finally:
+        rejects.close()
+        for source in sources:
+            source.close()
+    report.rejects_paths = rejects.paths
+    return report
+
+
+def default_rejects_path(source: Source) -> Path:
+    if source.path is None:
+        return Path.cwd() / "stdin.rejects.jsonl"
+    return source.path.with_name(source.path.name + ".rejects.jsonl")
+
+
+def _kind_of(source: Source, forced: str | None) -> str:
+    keys = source.keys()
+    if forced is not None:
+        kind = forced
+    elif keys is None:
+        return "events"  # empty input: nothing will be written either way
+    elif "type" in keys:
+        kind = "events"
+    elif "id" in keys:
+        kind = "users"
+    else:
+        raise IngestError(
+            f"{source.name}: cannot tell whether it holds users or events: users need an "
+            "'id' column, events need 'user', 'type' and 'at' (or pass --kind)"
+        )
+    if source.header is not None:
+        _check_columns(source, kind)
+    return kind
+
+
+def _check_columns(source: Source, kind: str) -> None:
+    """A CSV without a required column would reject every row: say it once instead."""
+    header = set(source.header or ())
+    if kind == "users":
+        required = [("id",)]
+    else:
+        required = [EVENT_USER_KEYS, ("type",), EVENT_TIME_KEYS]
+    missing = [names[0] for names in required if not header.intersection(names)]
+    if missing:
+        columns = ", ".join(repr(name) for name in missing)
+        raise IngestError(f"{source.name}: a {kind} file needs the column(s) {columns}")
+
+
+@dataclass
+class _Batch:
+    """Rows validated from one stretch of a file, with the rejects found on the way."""
+
+    rows: list[dict] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    rows_read: int = 0
+
+
+def _batches(source: Source, kind: str, settings: Settings) -> Iterator[_Batch]:
+    zone = settings.tz
+    currency = settings.shop.currency
+    name = source.name
+    batch = _Batch()
+    for record in source.records():
+        batch.rows_read += 1
+        if record.data is None:
+            batch.rejects.append(Reject(name, record.line, record.error or "", raw_text(record)))
+            continue
+        try:
+            if kind == "users":
+                row = user_row(record.data, zone)
+            else:
+                row = event_row(record.data, zone, currency)
+        except RowError as exc:
+            batch.rejects.append(Reject(name, record.line, str(exc), raw_text(record)))
+            continue
+        batch.rows.append(row)
+        batch.records.append(record)
+        if len(batch.rows) >= BATCH_SIZE:
+            yield batch
+            batch = _Batch()
+    yield batch
+
+
+def _prefetched(items: Iterator[_Batch], depth: int = 1) -> Iterator[_Batch]:
+    """Read and validate the next batches in a thread while this one is written.
+
+    sqlite3 and psycopg release the GIL while the database works, so parsing the next
+    batch overlaps with writing this one; the queue bound keeps memory flat.
+    """
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def offer(item: object) -> bool:
+        # Never block for good: the consumer may have stopped (a database error).
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer(item):
+                    return
+            offer(done)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            offer(exc)
+
+    thread = threading.Thread(target=produce, name="nudge-ingest-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = queue.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _FileRun:
+    """Writes the batches of one source and accounts for every row."""
+
+    def __init__(
+        self,
+        writer: BatchWriter,
+        report: IngestReport,
+        rejects: RejectsWriter,
+        rejects_path: Path,
+        progress: Callable[[int], None] | None,
+    ):
+        self.writer = writer
+        self.report = report
+        self.rejects = rejects
+        self.rejects_path = rejects_path
+        self.progress = progress
+
+    def ingest(self, source: Source, kind: str, settings: Settings, require_users: bool) -> None:
+        self.file = FileReport(file=source.name, kind=kind, format=source.format)
+        self.report.files.append(self.file)
+        for batch in _prefetched(_batches(source, kind, settings)):
+            self._write(source.name, kind, batch, require_users)
+        self.report.rows_read += self.file.rows_read
+
+    def _write(self, name: str, kind: str, batch: _Batch, require_users: bool) -> None:
+        connection = self.writer.connection
+        rejects = batch.rejects
+        if batch.rows:
+            with connection.begin():
+                if kind == "users":
+                    self.report.users_upserted += self.writer.write_users(batch.rows)
+                else:
+                    result = self.writer.write_events(batch.rows, require_users=require_users)
+                    self.report.events_inserted += result.inserted
+                    self.report.duplicates_skipped += result.duplicates
+                    self.report.users_created += result.users_created
+                    if result.unknown_users:
+                        rejects = rejects + [
+                            Reject(
+                                name,
+                                record.line,
+                                f"unknown user {row['user_id']!r}",
+                                raw_text(record),
+                            )
+                            for row, record in zip(batch.rows, batch.records, strict=True)
+                            if row["user_id"] in result.unknown_users
+                        ]
+        # Rejects are written after the batch commits and in line order, so the rejects
+        # file lists exactly the rows that are not in the store.
+        for reject in sorted(rejects, key=lambda r: r.line):
+            self.rejects.write(self.rejects_path, reject)
+            self.report.add_reject(reject)
+        self.file.rows_read += batch.rows_read
+        self.file.rejected += len(rejects)
+        if self.file.rejected:
+            self.file.rejects_path = str(self.rejects_path)
+        if self.progress is not None and batch.rows_read:
+            self.progress(batch.rows_read)

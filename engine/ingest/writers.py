@@ -1,0 +1,381 @@
+"""Bulk writers: one batch of validated rows -> the store, set-based, in one transaction.
+
+SQLite gets Core `executemany` (one prepared statement, many parameter sets); PostgreSQL
+gets COPY into TEMP staging tables followed by one INSERT ... SELECT, the fastest path
+psycopg 3 offers. Either way every statement after the load is set-based: bare users
+for unknown ids, upserts, the unsubscribe update and the profile refresh each run once
+per batch, never once per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql, sqlite
+
+from engine.store.people import Event, User, UserTag
+from engine.store.profiles import refresh_profiles
+from engine.store.types import JsonDocument, UTCDateTime
+
+users = User.__table__
+user_tags = UserTag.__table__
+events = Event.__table__
+
+# Columns a batch of events carries, in COPY order (id is generated, ingested_at added).
+EVENT_COLUMNS = (
+    "source_id",
+    "user_id",
+    "type",
+    "occurred_at",
+    "amount",
+    "currency",
+    "order_id",
+    "coupon_code",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_content",
+    "utm_term",
+    "properties",
+    "ingested_at",
+)
+USER_COLUMNS = (
+    "id",
+    "email",
+    "phone",
+    "name",
+    "country",
+    "timezone",
+    "locale",
+    "member_tier",
+    "member_since",
+    "attributes",
+    "email_opt_in",
+    "sms_opt_in",
+    "ads_opt_in",
+    "unsubscribed_at",
+    "has_tags",
+)
+CONSENT_COLUMNS = ("email_opt_in", "sms_opt_in", "ads_opt_in")
+USER_TEXT_COLUMNS = ("email", "phone", "name", "country", "timezone", "locale", "member_tier")
+
+# Staging JSON must keep Python None as SQL NULL ("not given"), not the JSON `null`.
+_StagedJson = sa.JSON(none_as_null=True).with_variant(
+    postgresql.JSONB(none_as_null=True), "postgresql"
+)
+_temp = sa.MetaData()
+# ON COMMIT DELETE ROWS empties the PostgreSQL staging tables after every batch;
+# SQLite has no such clause, so the writer deletes their rows at the start of a batch.
+_temp_options = {"prefixes": ["TEMPORARY"], "postgresql_on_commit": "DELETE ROWS"}
+
+batch_users = sa.Table(
+    "nudge_ingest_batch_users",
+    _temp,
+    sa.Column("user_id", sa.String(128), primary_key=True),
+    sa.Column("unsubscribed", sa.Boolean, nullable=False),
+    **_temp_options,
+)
+staged_users = sa.Table(
+    "nudge_ingest_users",
+    _temp,
+    sa.Column("id", sa.String(128), primary_key=True),
+    *(sa.Column(name, users.c[name].type) for name in USER_TEXT_COLUMNS),
+    sa.Column("member_since", UTCDateTime),
+    sa.Column("attributes", _StagedJson),
+    *(sa.Column(name, sa.Boolean) for name in CONSENT_COLUMNS),
+    sa.Column("unsubscribed_at", UTCDateTime),
+    sa.Column("has_tags", sa.Boolean, nullable=False),
+    **_temp_options,
+)
+staged_events = sa.Table(
+    "nudge_ingest_events",
+    _temp,
+    *(sa.Column(c.name, c.type) for c in events.c if c.name in EVENT_COLUMNS),
+    **_temp_options,
+)
+TEMP_TABLES = (batch_users, staged_users, staged_events)
+
+
+@dataclass
+class EventBatchResult:
+    inserted: int
+    duplicates: int
+    users_created: int
+    unknown_users: set[str]
+
+
+class BatchWriter:
+    """Writes batches on one connection; owns the TEMP tables of that connection."""
+
+    def __init__(self, connection: Connection, now: datetime):
+        self.connection = connection
+        self.now = now
+        self.is_postgres = connection.dialect.name == "postgresql"
+        self.insert = postgresql.insert if self.is_postgres else sqlite.insert
+
+    # -- lifecycle of the temp tables
+
+    def create_temp_tables(self) -> None:
+        with self.connection.begin():
+            if not self.is_postgres:
+                # A bigger page cache keeps the events indexes in memory during the load.
+                self.connection.exec_driver_sql("PRAGMA cache_size=-65536")
+                self.connection.exec_driver_sql("PRAGMA temp_store=MEMORY")
+            self.drop_temp_tables()
+            for table in TEMP_TABLES:
+                table.create(self.connection)
+
+    def drop_temp_tables(self) -> None:
+        schema = "pg_temp" if self.is_postgres else "temp"
+        for table in TEMP_TABLES:
+            self.connection.exec_driver_sql(f"DROP TABLE IF EXISTS {schema}.{table.name}")
+
+    # -- users
+
+    def write_users(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Upsert a batch of user rows: given fields overwrite, missing ones are kept."""
+        merged = _merge_by_id(rows)
+        self._clear(staged_users)
+        self._load(staged_users, [_staged_user(row) for row in merged.values()])
+        s = staged_users
+        given = {
+            name: sa.func.coalesce(s.c[name], users.c[name])
+            for name in USER_COLUMNS[1:-1]
+            if name != "attributes"
+        }
+        given["attributes"] = sa.func.coalesce(
+            self._merge_json(users.c.attributes, s.c.attributes), users.c.attributes
+        )
+        given["updated_at"] = sa.literal(self.now, UTCDateTime)
+        # Update existing users first, then insert the new ones: an ON CONFLICT DO UPDATE
+        # would only see the defaulted values (false consent) instead of "not given".
+        self.connection.execute(users.update().where(users.c.id == s.c.id).values(given))
+        new_values = [s.c[name] for name in USER_COLUMNS[:-1]]
+        new_values[USER_COLUMNS.index("attributes")] = sa.func.coalesce(
+            s.c.attributes, sa.literal({}, JsonDocument)
+        )
+        for name in CONSENT_COLUMNS:
+            new_values[USER_COLUMNS.index(name)] = sa.func.coalesce(s.c[name], sa.false())
+        stamp = sa.literal(self.now, UTCDateTime)
+        source = sa.select(*new_values, stamp, stamp).where(sa.true())
+        statement = self.insert(users).from_select(
+            [*USER_COLUMNS[:-1], "created_at", "updated_at"], source
+        )
+        self.connection.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
+        self._replace_tags(merged.values())
+        return len(merged)
+
+    def _merge_json(self, stored: sa.ColumnElement, given: sa.ColumnElement) -> sa.ColumnElement:
+        # Top-level keys of the row replace the stored ones, others are kept.
+        if self.is_postgres:
+            return stored.op("||")(given)
+        return sa.func.json_patch(stored, given)
+
+    def _replace_tags(self, rows: Iterable[dict[str, Any]]) -> None:
+        tagged = [row for row in rows if row["tags"] is not None]
+        if not tagged:
+            return
+        has_tags = sa.select(staged_users.c.id).where(staged_users.c.has_tags)
+        self.connection.execute(user_tags.delete().where(user_tags.c.user_id.in_(has_tags)))
+        pairs = [{"user_id": row["id"], "tag": tag} for row in tagged for tag in row["tags"]]
+        if pairs:
+            self.connection.execute(user_tags.insert(), pairs)
+
+    # -- events
+
+    def write_events(self, rows: list[dict[str, Any]], *, require_users: bool) -> EventBatchResult:
+        """Insert a batch of events once each; keep users and profiles in step."""
+        unsubscribed: dict[str, bool] = {}
+        for row in rows:
+            row["ingested_at"] = self.now
+            user_id = row["user_id"]
+            if row["type"] == "unsubscribe" or user_id not in unsubscribed:
+                unsubscribed[user_id] = row["type"] == "unsubscribe" or unsubscribed.get(
+                    user_id, False
+                )
+        self._clear(batch_users)
+        self._load(
+            batch_users, [{"user_id": u, "unsubscribed": f} for u, f in unsubscribed.items()]
+        )
+        unknown: set[str] = set()
+        created = 0
+        if require_users:
+            unknown = self._unknown_users()
+            if unknown:
+                rows = [row for row in rows if row["user_id"] not in unknown]
+                self.connection.execute(
+                    batch_users.delete().where(batch_users.c.user_id.in_(unknown))
+                )
+        else:
+            created = self._create_bare_users()
+        inserted = self._insert_events(rows)
+        if any(unsubscribed.values()):
+            self._apply_unsubscribes()
+        refresh_profiles(self.connection, sa.select(batch_users.c.user_id), self.now)
+        return EventBatchResult(inserted, len(rows) - inserted, created, unknown)
+
+    def _unknown_users(self) -> set[str]:
+        query = sa.select(batch_users.c.user_id).where(
+            ~sa.exists().where(users.c.id == batch_users.c.user_id)
+        )
+        return set(self.connection.execute(query).scalars())
+
+    def _create_bare_users(self) -> int:
+        # Anonymous visitors exist before they sign up: an event creates its user.
+        stamp = sa.literal(self.now, UTCDateTime)
+        source = sa.select(
+            batch_users.c.user_id,
+            sa.literal({}, JsonDocument),
+            sa.false(),
+            sa.false(),
+            sa.false(),
+            stamp,
+            stamp,
+        ).where(sa.true())
+        columns = ["id", "attributes", *CONSENT_COLUMNS, "created_at", "updated_at"]
+        statement = (
+            self.insert(users)
+            .from_select(columns, source)
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        return self._count(statement)
+
+    def _insert_events(self, rows: list[dict[str, Any]]) -> int:
+        if not rows:
+            return 0
+        if not self.is_postgres:
+            return self._insert_events_sqlite(rows)
+        self._copy(staged_events, EVENT_COLUMNS, rows)
+        columns = [staged_events.c[name] for name in EVENT_COLUMNS]
+        statement = (
+            postgresql.insert(events)
+            .from_select(list(EVENT_COLUMNS), sa.select(*columns))
+            .on_conflict_do_nothing(index_elements=["user_id", "source_id"])
+        )
+        return self._count(statement)
+
+    def _insert_events_sqlite(self, rows: list[dict[str, Any]]) -> int:
+        """executemany of one INSERT compiled from the Core table, with plain tuples.
+
+        SQLAlchemy's per-row parameter processing costs more than SQLite's own insert,
+        so values are converted here exactly as the column types would store them
+        (UTC text for instants, the Numeric's float, JSON text) and the compiled
+        statement runs as a single executemany.
+        """
+        statement = sqlite.insert(events).on_conflict_do_nothing(
+            index_elements=["user_id", "source_id"]
+        )
+        compiled = statement.compile(dialect=self.connection.dialect, column_keys=EVENT_COLUMNS)
+        order = compiled.positiontup or []
+        to_number = events.c.amount.type.bind_processor(self.connection.dialect) or float
+        ingested_at = sqlite_instant(self.now)
+        converters = {
+            "occurred_at": sqlite_instant,
+            "amount": lambda value: None if value is None else to_number(value),
+            "properties": _json_text,
+            "ingested_at": lambda _value: ingested_at,
+        }
+        plain = [(name, converters.get(name)) for name in order]
+        params = [
+            tuple(row[name] if convert is None else convert(row[name]) for name, convert in plain)
+            for row in rows
+        ]
+        result = self.connection.exec_driver_sql(
+            str(compiled), params, execution_options={"preserve_rowcount": True}
+        )
+        return result.rowcount
+
+    def _apply_unsubscribes(self) -> None:
+        # The latest unsubscribe wins, whatever order the events arrive in.
+        latest = (
+            sa.select(sa.func.max(events.c.occurred_at))
+            .where(events.c.user_id == users.c.id, events.c.type == "unsubscribe")
+            .scalar_subquery()
+        )
+        flagged = sa.select(batch_users.c.user_id).where(batch_users.c.unsubscribed)
+        self.connection.execute(
+            users.update()
+            .where(users.c.id.in_(flagged))
+            .where(sa.or_(users.c.unsubscribed_at.is_(None), users.c.unsubscribed_at < latest))
+            .values(unsubscribed_at=latest, updated_at=sa.literal(self.now, UTCDateTime))
+        )
+
+    # -- loading helpers
+
+    def _count(self, statement: sa.Executable, rows: list[dict[str, Any]] | None = None) -> int:
+        """Rows an INSERT wrote (SQLAlchemy keeps INSERT rowcounts only when asked)."""
+        statement = statement.execution_options(preserve_rowcount=True)
+        return self.connection.execute(statement, rows).rowcount
+
+    def _clear(self, table: sa.Table) -> None:
+        if not self.is_postgres:  # PostgreSQL staging empties itself on commit
+            self.connection.execute(table.delete())
+
+    def _load(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        if self.is_postgres:
+            self._copy(table, tuple(rows[0]), rows)
+        else:
+            self.connection.execute(table.insert(), rows)
+
+    def _copy(self, table: sa.Table, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
+        """COPY rows into a staging table; JSON columns are sent as their text."""
+        json_columns = {
+            name for name in columns if isinstance(table.c[name].type, sa.JSON | postgresql.JSONB)
+        }
+        sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+        dbapi = self.connection.connection.driver_connection
+        with dbapi.cursor() as cursor, cursor.copy(sql) as copy:
+            write = copy.write_row
+            if json_columns:
+                for row in rows:
+                    write([_json_text(row[c]) if c in json_columns else row[c] for c in columns])
+            else:
+                for row in rows:
+                    write([row[c] for c in columns])
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return orjson.dumps(value, default=str).decode("utf-8")
+
+
+def sqlite_instant(value: datetime) -> str:
+    """An instant as UTCDateTime stores it on SQLite: naive UTC, microseconds, a space.
+
+    Same text as SQLAlchemy's SQLite DATETIME format, so lexical order is time order
+    and comparisons with bound datetimes work (a test pins the equality).
+    """
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _merge_by_id(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One row per user id; a later row's given fields win (the file is read in order)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        current = merged.get(row["id"])
+        if current is None:
+            merged[row["id"]] = dict(row)
+            continue
+        for key, value in row.items():
+            if value is None:
+                continue
+            if key == "attributes" and current["attributes"] is not None:
+                current["attributes"] = {**current["attributes"], **value}
+            else:
+                current[key] = value
+    return merged
+
+
+def _staged_user(row: dict[str, Any]) -> dict[str, Any]:
+    staged = {name: row[name] for name in USER_COLUMNS[:-1]}
+    staged["has_tags"] = row["tags"] is not None
+    return staged

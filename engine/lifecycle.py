@@ -1,0 +1,375 @@
+"""Lifecycle stages: definitions -> one SQL CASE; the stage as of T; stage history.
+
+Every seen user is in exactly one stage at any instant T. The definitions are tried
+in `STAGES` order and the first that holds wins (docs/lifecycle.md has the table):
+
+- ``churned`` / ``lapsed_member``: the last purchase is more than `churned_days` /
+  `lapsed_days` before T; or the user is a member who never bought and signed up
+  (signup event or users.member_since) more than that many days before T.
+- ``vip``: total spent >= `vip_total_spent`, or member tier in `vip_tiers`.
+- ``repeat_buyer``: two or more purchases. ``first_purchase``: exactly one.
+- ``registered``: signed up at or before T, never bought.
+- ``new_visitor``: seen, no signup, first seen at most `new_visitor_days` before T.
+- ``prospect``: seen, no signup, first seen longer ago (a returning, anonymous visitor).
+
+"More than N days" is strict: at exactly N days the user is not yet lapsed.
+Only events at or before T count (DESIGN invariant 5), through `profiles_as_of`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy import ColumnElement, Connection, FromClause, Select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
+
+from engine.clock import ensure_aware
+from engine.config import LifecycleSettings, Settings
+from engine.store.people import StageMembership, User
+from engine.store.profiles import profiles_as_of
+from engine.store.types import UTCDateTime
+
+users_table = User.__table__
+memberships = StageMembership.__table__
+
+# Priority order: the first definition that holds is the user's stage.
+STAGES: tuple[str, ...] = (
+    "churned",
+    "lapsed_member",
+    "vip",
+    "repeat_buyer",
+    "first_purchase",
+    "registered",
+    "new_visitor",
+    "prospect",
+)
+
+# The order a marketer reads a funnel in: tables and reports list stages this way.
+FUNNEL_ORDER: tuple[str, ...] = (
+    "new_visitor",
+    "prospect",
+    "registered",
+    "first_purchase",
+    "repeat_buyer",
+    "vip",
+    "lapsed_member",
+    "churned",
+)
+
+
+@dataclass(frozen=True)
+class StageRefresh:
+    """What one `refresh_stages` call recorded: new entries per stage."""
+
+    now: datetime
+    entered: dict[str, int] = field(default_factory=dict)
+    exited: int = 0
+
+    @property
+    def total_entered(self) -> int:
+        return sum(self.entered.values())
+
+
+class add_days(FunctionElement):
+    """`instant + days` as an instant, exact to the microsecond on both databases."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+    name = "add_days"
+
+
+@compiles(add_days, "sqlite")
+def _add_days_sqlite(element, compiler, **kw):
+    instant, days = list(element.clauses)
+    text = compiler.process(instant, **kw)
+    # UTCDateTime is stored as 'YYYY-MM-DD HH:MM:SS.ffffff'; SQLite's date functions drop
+    # the microseconds, so they are carried over from the original text (UTC: no DST).
+    return (
+        f"(strftime('%Y-%m-%d %H:%M:%S', {text}, "
+        f"'+' || {compiler.process(days, **kw)} || ' days') || substr({text}, 20))"
+    )
+
+
+@compiles(add_days, "postgresql")
+def _add_days_postgresql(element, compiler, **kw):
+    instant, days = list(element.clauses)
+    return (
+        f"({compiler.process(instant, **kw)} + "
+        f"make_interval(days => CAST({compiler.process(days, **kw)} AS INTEGER)))"
+    )
+
+
+def _instant(value: datetime) -> ColumnElement:
+    return sa.literal(ensure_aware(value), UTCDateTime())
+
+
+def _latest(a: ColumnElement, b: ColumnElement) -> ColumnElement:
+    """The later of two instants, ignoring NULLs (portable GREATEST)."""
+    return sa.case((a.is_(None), b), (b.is_(None), a), (b > a, b), else_=a)
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What the definitions read about a user at one instant T, as SQL expressions.
+
+    The conditions compare plain columns (no nested CASE) so the stage CASE stays
+    small enough to evaluate fast over millions of rows and to embed in rule queries.
+    """
+
+    at: ColumnElement
+    member_since: ColumnElement  # users.member_since, which may lie after T
+    signup_at: ColumnElement  # the first signup event at or before T
+    first_seen_at: ColumnElement
+    purchases: ColumnElement
+    last_purchase_at: ColumnElement
+    first_purchase_at: ColumnElement
+    total_spent: ColumnElement
+    member_tier: ColumnElement
+
+    @property
+    def is_member(self) -> ColumnElement:
+        # NULL-safe: `seen` is negated, and NOT (NULL) would not be true.
+        member_since_passed = sa.and_(self.member_since.is_not(None), self.member_since <= self.at)
+        return sa.or_(self.signup_at.is_not(None), member_since_passed)
+
+    @property
+    def seen(self) -> ColumnElement:
+        return sa.or_(self.first_seen_at.is_not(None), self.is_member)
+
+    def signed_up_before(self, cutoff: ColumnElement) -> ColumnElement:
+        """Signed up before `cutoff` (a cutoff at or before T)."""
+        return sa.or_(self.signup_at < cutoff, self.member_since < cutoff)
+
+    @property
+    def signed_up_at(self) -> ColumnElement:
+        """The earliest of the signup event and a member_since at or before T."""
+        use_member_since = sa.and_(
+            self.member_since <= self.at,
+            sa.or_(self.signup_at.is_(None), self.member_since < self.signup_at),
+        )
+        return sa.case((use_member_since, self.member_since), else_=self.signup_at)
+
+
+def _facts(users: FromClause, profiles: FromClause, as_of: datetime) -> _Facts:
+    return _Facts(
+        at=_instant(as_of),
+        member_since=users.c.member_since,
+        signup_at=profiles.c.signup_at,
+        first_seen_at=profiles.c.first_seen_at,
+        purchases=sa.func.coalesce(profiles.c.purchase_count, 0),
+        last_purchase_at=profiles.c.last_purchase_at,
+        first_purchase_at=profiles.c.first_purchase_at,
+        total_spent=sa.func.coalesce(profiles.c.total_spent, 0),
+        member_tier=users.c.member_tier,
+    )
+
+
+def _conditions(
+    facts: _Facts, as_of: datetime, settings: LifecycleSettings
+) -> dict[str, ColumnElement]:
+    """stage -> the condition that puts a user there, assuming no earlier stage holds."""
+    churn_cutoff = _instant(as_of - timedelta(days=settings.churned_days))
+    lapse_cutoff = _instant(as_of - timedelta(days=settings.lapsed_days))
+    new_cutoff = _instant(as_of - timedelta(days=settings.new_visitor_days))
+    bought = facts.purchases > 0
+
+    def inactive_since(cutoff):
+        # Strictly before the cutoff = strictly more than N days before T.
+        return sa.or_(
+            sa.and_(bought, facts.last_purchase_at < cutoff),
+            sa.and_(~bought, facts.signed_up_before(cutoff)),
+        )
+
+    vip = facts.total_spent >= settings.vip_total_spent
+    if settings.vip_tiers:
+        vip = sa.or_(vip, facts.member_tier.in_(settings.vip_tiers))
+    return {
+        "churned": inactive_since(churn_cutoff),
+        "lapsed_member": inactive_since(lapse_cutoff),
+        "vip": vip,
+        "repeat_buyer": facts.purchases >= 2,
+        "first_purchase": facts.purchases == 1,
+        "registered": facts.is_member,
+        # Reached only by users who never signed up, whose first_seen_at is an event.
+        "new_visitor": facts.first_seen_at >= new_cutoff,
+        "prospect": sa.true(),
+    }
+
+
+def stage_case(
+    users: FromClause,
+    profiles: FromClause,
+    *,
+    as_of: datetime,
+    settings: LifecycleSettings,
+) -> ColumnElement[str | None]:
+    """Each user's stage at `as_of` as a SQL CASE; NULL for users not yet seen.
+
+    `users` is the users table (or an alias) and `profiles` a selectable with the
+    profile columns as of `as_of` (e.g. `profiles_as_of(connection, as_of)`), joined
+    by the caller with a LEFT OUTER JOIN on user_id.
+    """
+    facts = _facts(users, profiles, as_of)
+    conditions = _conditions(facts, as_of, settings)
+    whens = [(~facts.seen, sa.null())]
+    whens += [(conditions[stage], sa.literal(stage)) for stage in STAGES]
+    # Typed explicitly: the first branch is NULL, which would leave the CASE untyped.
+    return sa.type_coerce(sa.case(*whens), sa.String())
+
+
+def _entry_instant(
+    facts: _Facts,
+    conditions: dict[str, ColumnElement],
+    *,
+    now: datetime,
+    settings: LifecycleSettings,
+) -> ColumnElement:
+    """When the user entered their stage, where the definition says it; else `now`.
+
+    Mirrors the stage CASE branch for branch (instead of comparing against the stage
+    name) so that each definition is evaluated once per user.
+    """
+    at = _instant(now)
+    # The inactivity stages begin when whichever clock ran out: last purchase or signup.
+    inactive_from = sa.case((facts.purchases > 0, facts.last_purchase_at), else_=facts.signed_up_at)
+    natural = {
+        "churned": add_days(inactive_from, settings.churned_days),
+        "lapsed_member": add_days(inactive_from, settings.lapsed_days),
+        "first_purchase": facts.first_purchase_at,
+        "registered": facts.signed_up_at,
+        "new_visitor": facts.first_seen_at,
+    }
+    whens = [(~facts.seen, sa.null())]
+    whens += [(conditions[stage], natural.get(stage, at)) for stage in STAGES]
+    return sa.type_coerce(sa.case(*whens), UTCDateTime())
+
+
+def stages_as_of(connection: Connection, settings: Settings, as_of: datetime) -> Select:
+    """SELECT user_id, stage for every user as of `as_of` (stage NULL: not yet seen).
+
+    Only events at or before `as_of` count (profiles derived as of T when needed).
+    """
+    profiles = profiles_as_of(connection, as_of)
+    return sa.select(
+        users_table.c.id.label("user_id"),
+        stage_case(users_table, profiles, as_of=as_of, settings=settings.lifecycle).label("stage"),
+    ).select_from(users_table.outerjoin(profiles, profiles.c.user_id == users_table.c.id))
+
+
+def current_stage_rows(connection: Connection, settings: Settings, now: datetime):
+    """A CTE: user_id, stage, entered_at (natural entry instant, may be NULL) at `now`.
+
+    MATERIALIZED: the refresh reads these columns several times per row, and an
+    inlined CASE would be re-evaluated for each reference.
+    """
+    profiles = profiles_as_of(connection, now)
+    facts = _facts(users_table, profiles, now)
+    conditions = _conditions(facts, now, settings.lifecycle)
+    stage = stage_case(users_table, profiles, as_of=now, settings=settings.lifecycle)
+    entered = _entry_instant(facts, conditions, now=now, settings=settings.lifecycle)
+    return (
+        sa.select(
+            users_table.c.id.label("user_id"), stage.label("stage"), entered.label("entered_at")
+        )
+        .select_from(users_table.outerjoin(profiles, profiles.c.user_id == users_table.c.id))
+        .cte("computed")
+        .prefix_with("MATERIALIZED")
+    )
+
+
+def refresh_stages(connection: Connection, settings: Settings, now: datetime) -> StageRefresh:
+    """Record every stage change as of `now` in stage_memberships, set-based.
+
+    A user whose stage differs from their open row (or who has none) gets a new row
+    (entered_at where the definition gives it, recorded_at = now) and the old row is
+    closed at that instant. Calling it twice at the same `now` changes nothing, so a
+    stage trigger fires once per row. Run it inside the caller's transaction.
+    """
+    now = ensure_aware(now)
+    if connection.dialect.name == "postgresql":
+        # Two refreshes at once would both see "no open row" and insert twice; SQLite's
+        # BEGIN IMMEDIATE already serialises writers.
+        connection.exec_driver_sql("LOCK TABLE stage_memberships IN SHARE ROW EXCLUSIVE MODE")
+    computed = current_stage_rows(connection, settings, now)
+    open_rows = memberships.alias("open_row")
+    at = _instant(now)
+    natural = sa.case(
+        (computed.c.entered_at.is_(None), at),
+        (computed.c.entered_at > at, at),
+        else_=computed.c.entered_at,
+    )
+    # History stays monotone even when late events move a natural entry instant
+    # before the previous entry: the new stay starts no earlier than the old one.
+    entered_at = _latest(natural, open_rows.c.entered_at)
+    changes = (
+        sa.select(
+            computed.c.user_id,
+            computed.c.stage,
+            entered_at,
+            sa.null(),
+            _instant(now),
+        )
+        .select_from(
+            computed.outerjoin(
+                open_rows,
+                sa.and_(open_rows.c.user_id == computed.c.user_id, open_rows.c.exited_at.is_(None)),
+            )
+        )
+        .where(
+            computed.c.stage.is_not(None),
+            sa.or_(open_rows.c.stage.is_(None), open_rows.c.stage != computed.c.stage),
+        )
+    )
+    before = connection.execute(sa.select(sa.func.coalesce(sa.func.max(memberships.c.id), 0)))
+    last_id = before.scalar_one()
+    connection.execute(
+        memberships.insert().from_select(
+            ["user_id", "stage", "entered_at", "exited_at", "recorded_at"], changes
+        )
+    )
+    # Close each superseded row at the instant its successor was entered.
+    newer = memberships.alias("newer")
+    successor = sa.and_(
+        newer.c.user_id == memberships.c.user_id,
+        newer.c.exited_at.is_(None),
+        newer.c.id > memberships.c.id,
+    )
+    fresh = memberships.alias("fresh")
+    entered_now = sa.select(fresh.c.user_id).where(fresh.c.id > last_id)
+    closed = connection.execute(
+        memberships.update()
+        .where(
+            # Only users with a row from this refresh: an indexed probe per change
+            # rather than a scan of every open row.
+            memberships.c.user_id.in_(entered_now),
+            memberships.c.exited_at.is_(None),
+            sa.exists().where(successor),
+        )
+        .values(
+            exited_at=sa.select(sa.func.min(newer.c.entered_at)).where(successor).scalar_subquery()
+        )
+    ).rowcount
+    counts = connection.execute(
+        sa.select(memberships.c.stage, sa.func.count())
+        .where(memberships.c.id > last_id)
+        .group_by(memberships.c.stage)
+    )
+    return StageRefresh(now=now, entered={stage: n for stage, n in counts}, exited=closed)
+
+
+def stage_history(connection: Connection, user_id: str) -> list[dict]:
+    """Every recorded stay of one user, oldest first."""
+    rows = connection.execute(
+        sa.select(
+            memberships.c.stage,
+            memberships.c.entered_at,
+            memberships.c.exited_at,
+            memberships.c.recorded_at,
+        )
+        .where(memberships.c.user_id == user_id)
+        .order_by(memberships.c.entered_at, memberships.c.id)
+    )
+    return [dict(row._mapping) for row in rows]

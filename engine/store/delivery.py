@@ -1,0 +1,152 @@
+"""Tables written by delivery: attempts, coupons, audiences and unsubscribe tokens.
+
+Per-user tables carry `user_id` (DESIGN "Scale"). Where a row is the effect of one
+outbox action, the action's idempotency key is unique here too, so a re-delivery
+after a crash finds the first effect instead of making a second one (a second
+coupon, a second audience add).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Column, Index, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from engine.store.types import BigId, JsonDocument, Money, UTCDateTime
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    """One try at delivering one outbox action: the audit trail behind its state."""
+
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (Index("ix_delivery_attempts_outbox", "outbox_id", "attempt"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
+    outbox_id: int = Field(sa_column=Column(BigId, nullable=False))
+    user_id: str = Field(max_length=128, index=True)
+    attempt: int
+    worker: str = Field(max_length=64)
+    # sent | skipped | deferred | retry | dead
+    outcome: str = Field(max_length=16)
+    reason: str | None = Field(default=None, max_length=64)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class Coupon(SQLModel, table=True):
+    """A code issued to one user by one delivered coupon action.
+
+    `code` is printed (PREFIX-XXXX-XXXX); `code_key` is its normalised form
+    (upper case, no hyphens, O->0, I/L->1) used to look up what a shopper typed.
+    """
+
+    __tablename__ = "coupons"
+    __table_args__ = (Index("ix_coupons_user", "user_id", "issued_at"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
+    code: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    code_key: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    user_id: str = Field(max_length=128)
+    rule_id: str = Field(max_length=128)
+    idempotency_key: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    value: Decimal | None = Field(default=None, sa_column=Column(Money))
+    percent_off: int | None = None
+    currency: str = Field(max_length=3)
+    min_order: Decimal | None = Field(default=None, sa_column=Column(Money))
+    issued_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    redeemed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    redeemed_order_id: str | None = Field(default=None, max_length=128)
+
+
+class CouponRedemption(SQLModel, table=True):
+    """What became of one purchase event carrying a coupon code.
+
+    One row per event (unique), so processing the same purchases again is a no-op,
+    and refused codes stay visible: outcome redeemed | unknown | expired | foreign |
+    already_used.
+    """
+
+    __tablename__ = "coupon_redemptions"
+    __table_args__ = (UniqueConstraint("event_id", name="uq_coupon_redemptions_event"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
+    event_id: int = Field(sa_column=Column(BigId, nullable=False))
+    user_id: str = Field(max_length=128, index=True)
+    code_entered: str = Field(max_length=64)
+    coupon_id: int | None = Field(default=None, sa_column=Column(BigId))
+    order_id: str | None = Field(default=None, max_length=128)
+    outcome: str = Field(max_length=16)
+    occurred_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    processed_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class AudienceMember(SQLModel, table=True):
+    """One user in one audience; `removed_at` set when they leave (history kept)."""
+
+    __tablename__ = "audience_members"
+    __table_args__ = (Index("ix_audience_members_audience", "audience", "removed_at"),)
+
+    audience: str = Field(sa_column=Column(String(64), primary_key=True))
+    user_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    rule_id: str = Field(max_length=128)
+    added_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    removed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # no_ads_consent | unsubscribed | no_longer_qualifies
+    removed_reason: str | None = Field(default=None, max_length=32)
+
+
+class AudienceSyncedMember(SQLModel, table=True):
+    """What a platform holds after the last sync: the identifiers as uploaded.
+
+    Removes must send the same hashes that were added, even if the user has since
+    changed their email or been deleted, so they are kept here.
+    """
+
+    __tablename__ = "audience_synced_members"
+
+    audience: str = Field(sa_column=Column(String(64), primary_key=True))
+    platform: str = Field(sa_column=Column(String(16), primary_key=True))
+    user_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    identifiers: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JsonDocument, nullable=False)
+    )
+    synced_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class AudienceSync(SQLModel, table=True):
+    """One `nudge audiences sync`: counts and the files written, for the audit trail."""
+
+    __tablename__ = "audience_syncs"
+    __table_args__ = (Index("ix_audience_syncs_audience", "audience", "platform", "synced_at"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
+    audience: str = Field(max_length=64)
+    platform: str = Field(max_length=16)
+    added: int = 0
+    removed: int = 0
+    files: list[str] = Field(default_factory=list, sa_column=Column(JsonDocument, nullable=False))
+    synced_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class UnsubscribeToken(SQLModel, table=True):
+    """A random per-user token for the List-Unsubscribe link (nothing to forge or guess)."""
+
+    __tablename__ = "unsubscribe_tokens"
+
+    token: str = Field(sa_column=Column(String(64), primary_key=True))
+    user_id: str = Field(sa_column=Column(String(128), nullable=False, unique=True))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+
+
+def dialect_insert(connection, table):
+    """INSERT with the dialect's ON CONFLICT support (PostgreSQL and SQLite share it)."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)

@@ -1,0 +1,108 @@
+"""One user in detail (`nudge users show`): fields, consent, tags, profile, stages, events.
+
+The stage shown is computed as of `now` from the events (the same definition rules
+use); the history is what `refresh_stages` recorded.
+"""
+
+from __future__ import annotations
+
+import difflib
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from engine.config import Settings
+from engine.errors import NotFoundError
+from engine.lifecycle import stage_case, stage_history, users_table
+from engine.store.people import Event, Profile, UserTag
+from engine.store.profiles import PROFILE_COLUMNS, profiles_as_of
+
+events = Event.__table__
+profiles = Profile.__table__
+user_tags = UserTag.__table__
+
+RECENT_EVENTS = 20
+CONSENT_COLUMNS = ("email_opt_in", "sms_opt_in", "ads_opt_in", "unsubscribed_at")
+# Candidates for "did you mean" are fetched by prefix so a million users are never read.
+_CANDIDATE_LIMIT = 2000
+
+
+def user_detail(
+    connection: Connection, settings: Settings, user_id: str, now: datetime
+) -> dict[str, Any]:
+    """Everything stored about one user, with the stage as of `now`."""
+    user = (
+        connection.execute(sa.select(users_table).where(users_table.c.id == user_id))
+        .mappings()
+        .first()
+    )
+    if user is None:
+        raise NotFoundError(f"no user {user_id!r}{_did_you_mean(connection, user_id)}")
+    fields = {k: v for k, v in user.items() if k not in CONSENT_COLUMNS}
+    tags = connection.execute(
+        sa.select(user_tags.c.tag).where(user_tags.c.user_id == user_id).order_by(user_tags.c.tag)
+    ).scalars()
+    profile = (
+        connection.execute(
+            sa.select(*(profiles.c[name] for name in PROFILE_COLUMNS)).where(
+                profiles.c.user_id == user_id
+            )
+        )
+        .mappings()
+        .first()
+    )
+    as_of = profiles_as_of(connection, now)
+    stage = connection.execute(
+        sa.select(stage_case(users_table, as_of, as_of=now, settings=settings.lifecycle))
+        .select_from(users_table.outerjoin(as_of, as_of.c.user_id == users_table.c.id))
+        .where(users_table.c.id == user_id)
+    ).scalar()
+    recent = connection.execute(
+        sa.select(
+            events.c.occurred_at,
+            events.c.type,
+            events.c.amount,
+            events.c.currency,
+            events.c.order_id,
+            events.c.coupon_code,
+            events.c.utm_source,
+            events.c.utm_campaign,
+            events.c.source_id,
+        )
+        .where(events.c.user_id == user_id)
+        .order_by(events.c.occurred_at.desc(), events.c.id.desc())
+        .limit(RECENT_EVENTS)
+    ).mappings()
+    return {
+        "user": fields,
+        "consent": {name: user[name] for name in CONSENT_COLUMNS},
+        "tags": list(tags),
+        "profile": dict(profile) if profile else None,
+        "stage": stage,
+        "stage_as_of": now,
+        "stage_history": stage_history(connection, user_id),
+        "recent_events": [dict(row) for row in recent],
+    }
+
+
+def _did_you_mean(connection: Connection, user_id: str) -> str:
+    """` (did you mean 'u124'?)` when a stored id is close to `user_id`, else ``."""
+    exact_case = connection.execute(
+        sa.select(users_table.c.id).where(sa.func.lower(users_table.c.id) == user_id.lower())
+    ).scalar()
+    if exact_case is not None:
+        return f" (did you mean {exact_case!r}?)"
+    # Typos are mostly near the end: look among ids sharing ever shorter prefixes.
+    for length in range(min(len(user_id) - 1, 6), -1, -1):
+        prefix = user_id[:length].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        candidates = connection.execute(
+            sa.select(users_table.c.id)
+            .where(users_table.c.id.like(prefix + "%", escape="\\"))
+            .limit(_CANDIDATE_LIMIT)
+        ).scalars()
+        close = difflib.get_close_matches(user_id, list(candidates), n=1, cutoff=0.6)
+        if close:
+            return f" (did you mean {close[0]!r}?)"
+    return ""

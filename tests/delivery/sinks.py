@@ -1,0 +1,115 @@
+"""Real local servers for delivery tests: an SMTP sink (aiosmtpd) and an HTTP sink.
+
+Imported by name from tests/delivery (tests/ has no packages).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from email import message_from_bytes, policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from aiosmtpd.controller import Controller
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class SmtpSink:
+    """aiosmtpd on 127.0.0.1; refuses recipients in `refuse` with 550."""
+
+    def __init__(self, refuse: set[str] | None = None):
+        self.messages = []
+        self.refuse = refuse or set()
+        self.sessions = set()
+        self.port = free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.sessions.add(id(session))
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+        return "250 OK"
+
+    def __enter__(self) -> SmtpSink:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.controller.stop()
+
+
+class HttpSink:
+    """An idempotent webhook receiver: dedupes by `webhook-id` and counts duplicates.
+
+    `fail_first` requests get 503; paths starting /reject get 400; when `hold_at` is
+    set, the request with that number signals `reached` and waits for `release`
+    (so a test can kill the sender while a request is in flight, without sleeping).
+    """
+
+    def __init__(self, *, fail_first: int = 0, hold_at: int | None = None):
+        self.fail_first = fail_first
+        self.hold_at = hold_at
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.requests: list[dict] = []
+        self.accepted: dict[str, dict] = {}
+        self.duplicates = 0
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers["content-length"]))
+                with sink.lock:
+                    number = len(sink.requests) + 1
+                    sink.requests.append(
+                        {"path": self.path, "headers": dict(self.headers), "body": body}
+                    )
+                if number == sink.hold_at:
+                    sink.reached.set()
+                    sink.release.wait(timeout=60)
+                if number <= sink.fail_first:
+                    return self._reply(503, b"busy")
+                if self.path.startswith("/reject"):
+                    return self._reply(400, b'{"error": "unknown recipient"}')
+                key = self.headers["webhook-id"]
+                with sink.lock:
+                    if key in sink.accepted:
+                        sink.duplicates += 1
+                    else:
+                        sink.accepted[key] = json.loads(body)
+                self._reply(200, b"ok")
+
+            def _reply(self, status, body):
+                self.send_response(status)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> HttpSink:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,53 @@
+"""`nudge ingest` through typer's CliRunner: output and exit codes."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+
+
+def test_rejects_are_listed_and_exit_code_is_2(store, project_dir, monkeypatch):
+    monkeypatch.chdir(project_dir)
+    (project_dir / "events.csv").write_text(
+        "user,type,at,amount\n"
+        "u1,purchase,2026-03-01T10:00:00Z,10\n"
+        "u1,purchase,2026-03-01T11:00:00Z,-1\n",
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["ingest", "events.csv"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "events.csv:3: amount must not be negative, got -1\n"
+        "rejected rows written to events.csv.rejects.jsonl\n"
+    )
+    assert result.stdout == (
+        "2 rows read from 1 file(s): 0 users upserted, 1 users created by events, "
+        "1 events stored, 0 duplicates skipped, 1 rejected\n"
+    )
+
+    again = runner.invoke(app, ["ingest", "events.csv", "--json"])
+    assert again.exit_code == 2
+    report = json.loads(again.stdout)
+    assert (report["events_inserted"], report["duplicates_skipped"]) == (0, 1)
+
+
+def test_clean_import_exits_0(store, project_dir, monkeypatch):
+    monkeypatch.chdir(project_dir)
+    result = runner.invoke(app, ["ingest", "-"], input='{"id": "u1", "email": "a@example.com"}\n')
+    assert result.exit_code == 0
+    assert result.stdout == (
+        "1 rows read from 1 file(s): 1 users upserted, 0 users created by events, "
+        "0 events stored, 0 duplicates skipped, 0 rejected\n"
+    )
+
+
+def test_missing_file_is_an_error_with_exit_code_1(store, project_dir, monkeypatch):
+    monkeypatch.chdir(project_dir)
+    result = runner.invoke(app, ["ingest", "nope.jsonl"])
+    assert result.exit_code == 1
+    assert result.stderr == "Error: cannot read nope.jsonl: No such file or directory\n"
