@@ -571,6 +571,38 @@ def explain(
         typer.echo(render_explanation(explanation))
 
 
+@app.command("run")
+def run_daemon_command(
+    once: Annotated[
+        bool, typer.Option("--once", help="One tick and one dispatch pass, then exit.")
+    ] = False,
+    no_dispatch: Annotated[
+        bool, typer.Option("--no-dispatch", help="Plan only; leave delivery to `nudge dispatch`.")
+    ] = False,
+    tick_seconds: Annotated[float, typer.Option(help="Seconds between rule ticks.")] = 60.0,
+) -> None:
+    """The daemon: evaluate every rule each tick, deliver the outbox continuously.
+
+    Example: nudge run --once
+    """
+    from engine.daemon import run_daemon
+    from engine.planning.report import render_evaluation
+
+    def on_tick(evaluation) -> None:
+        typer.echo(render_evaluation(evaluation))
+
+    def on_dispatch(report) -> None:
+        typer.echo(f"dispatched: {report.as_dict()}")
+
+    run_daemon(
+        once=once,
+        dispatch=not no_dispatch,
+        tick_seconds=tick_seconds,
+        on_tick=on_tick,
+        on_dispatch=on_dispatch,
+    )
+
+
 # (end of rules section)
 
 # ---------------- creatives: preview, landing

@@ -249,6 +249,9 @@ class BatchWriter:
     def _insert_events(self, rows: list[dict[str, Any]]) -> int:
         if not rows:
             return 0
+        # In index order: the (user_id, ...) indexes are then written page by page
+        # instead of at random, which roughly doubles the insert rate.
+        rows.sort(key=_index_order)
         if not self.is_postgres:
             return self._insert_events_sqlite(rows)
         self._copy(staged_events, EVENT_COLUMNS, rows)
@@ -340,6 +343,10 @@ class BatchWriter:
             else:
                 for row in rows:
                     write([row[c] for c in columns])
+
+
+def _index_order(row: dict[str, Any]) -> tuple[str, str, datetime]:
+    return row["user_id"], row["type"], row["occurred_at"]
 
 
 def _json_text(value: Any) -> str | None:

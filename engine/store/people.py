@@ -61,7 +61,6 @@ class Event(SQLModel, table=True):
         UniqueConstraint("user_id", "source_id", name="uq_events_user_source"),
         Index("ix_events_user_type_time", "user_id", "type", "occurred_at"),
         Index("ix_events_type_time", "type", "occurred_at"),
-        Index("ix_events_time", "occurred_at"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
@@ -95,7 +94,8 @@ class Profile(SQLModel, table=True):
 
     user_id: str = Field(sa_column=Column(String(128), primary_key=True))
     first_seen_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
-    last_seen_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # Indexed: max(last_seen_at) says which instant the maintained profiles describe.
+    last_seen_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, index=True))
     signup_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     first_purchase_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     last_purchase_at: datetime | None = Field(

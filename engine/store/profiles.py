@@ -74,13 +74,14 @@ def profile_aggregates(
     return query
 
 
-def newest_event_at(connection: Connection) -> datetime | None:
-    return connection.execute(sa.select(sa.func.max(events.c.occurred_at))).scalar()
+def newest_profiled_event_at(connection: Connection) -> datetime | None:
+    """The newest event the maintained profiles include (an index lookup)."""
+    return connection.execute(sa.select(sa.func.max(profiles.c.last_seen_at))).scalar()
 
 
 def is_current(connection: Connection, as_of: datetime) -> bool:
     """True when the maintained profiles already describe the store as of `as_of`."""
-    newest = newest_event_at(connection)
+    newest = newest_profiled_event_at(connection)
     return newest is None or as_of >= newest
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 19:57:48.045273
+Create Date: 2026-11-23 20:04:20.638392
 """
 
 from collections.abc import Sequence
@@ -180,7 +180,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("user_id", "source_id", name="uq_events_user_source"),
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.create_index("ix_events_time", ["occurred_at"], unique=False)
         batch_op.create_index("ix_events_type_time", ["type", "occurred_at"], unique=False)
         batch_op.create_index(
             "ix_events_user_type_time", ["user_id", "type", "occurred_at"], unique=False
@@ -244,6 +243,9 @@ def upgrade() -> None:
     with op.batch_alter_table("profiles", schema=None) as batch_op:
         batch_op.create_index(
             batch_op.f("ix_profiles_last_purchase_at"), ["last_purchase_at"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_profiles_last_seen_at"), ["last_seen_at"], unique=False
         )
 
     op.create_table(
@@ -357,6 +359,7 @@ def downgrade() -> None:
 
     op.drop_table("runs")
     with op.batch_alter_table("profiles", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_profiles_last_seen_at"))
         batch_op.drop_index(batch_op.f("ix_profiles_last_purchase_at"))
 
     op.drop_table("profiles")
@@ -368,7 +371,6 @@ def downgrade() -> None:
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index("ix_events_user_type_time")
         batch_op.drop_index("ix_events_type_time")
-        batch_op.drop_index("ix_events_time")
 
     op.drop_table("events")
     with op.batch_alter_table("delivery_attempts", schema=None) as batch_op:
