@@ -18,6 +18,7 @@ Only events at or before T count (DESIGN invariant 5), through `profiles_as_of`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -28,12 +29,13 @@ from sqlalchemy.sql.expression import FunctionElement
 
 from engine.clock import ensure_aware
 from engine.config import LifecycleSettings, Settings
-from engine.store.people import StageMembership, User
+from engine.store.people import LifecycleMark, StageMembership, User
 from engine.store.profiles import profiles_as_of
 from engine.store.types import UTCDateTime
 
 users_table = User.__table__
 memberships = StageMembership.__table__
+marks = LifecycleMark.__table__
 
 # Priority order: the first definition that holds is the user's stage.
 STAGES: tuple[str, ...] = (
@@ -259,7 +261,9 @@ def stages_as_of(connection: Connection, settings: Settings, as_of: datetime) ->
     ).select_from(users_table.outerjoin(profiles, profiles.c.user_id == users_table.c.id))
 
 
-def current_stage_rows(connection: Connection, settings: Settings, now: datetime):
+def current_stage_rows(
+    connection: Connection, settings: Settings, now: datetime, *, only: Select | None = None
+):
     """A CTE: user_id, stage, entered_at (natural entry instant, may be NULL) at `now`.
 
     MATERIALIZED: the refresh reads these columns several times per row, and an
@@ -270,14 +274,12 @@ def current_stage_rows(connection: Connection, settings: Settings, now: datetime
     conditions = _conditions(facts, now, settings.lifecycle)
     stage = stage_case(users_table, profiles, as_of=now, settings=settings.lifecycle)
     entered = _entry_instant(facts, conditions, now=now, settings=settings.lifecycle)
-    return (
-        sa.select(
-            users_table.c.id.label("user_id"), stage.label("stage"), entered.label("entered_at")
-        )
-        .select_from(users_table.outerjoin(profiles, profiles.c.user_id == users_table.c.id))
-        .cte("computed")
-        .prefix_with("MATERIALIZED")
-    )
+    query = sa.select(
+        users_table.c.id.label("user_id"), stage.label("stage"), entered.label("entered_at")
+    ).select_from(users_table.outerjoin(profiles, profiles.c.user_id == users_table.c.id))
+    if only is not None:
+        query = query.where(users_table.c.id.in_(only))
+    return query.cte("computed").prefix_with("MATERIALIZED")
 
 
 def refresh_stages(connection: Connection, settings: Settings, now: datetime) -> StageRefresh:
@@ -293,7 +295,11 @@ def refresh_stages(connection: Connection, settings: Settings, now: datetime) ->
         # Two refreshes at once would both see "no open row" and insert twice; SQLite's
         # BEGIN IMMEDIATE already serialises writers.
         connection.exec_driver_sql("LOCK TABLE stage_memberships IN SHARE ROW EXCLUSIVE MODE")
-    computed = current_stage_rows(connection, settings, now)
+    mark = _read_mark(connection)
+    fingerprint = _settings_hash(settings.lifecycle)
+    incremental = mark is not None and mark.settings_hash == fingerprint and mark.as_of <= now
+    only = _candidates(connection, settings.lifecycle, mark.as_of, now) if incremental else None
+    computed = current_stage_rows(connection, settings, now, only=only)
     open_rows = memberships.alias("open_row")
     at = _instant(now)
     natural = sa.case(
@@ -357,7 +363,64 @@ def refresh_stages(connection: Connection, settings: Settings, now: datetime) ->
         .where(memberships.c.id > last_id)
         .group_by(memberships.c.stage)
     )
+    connection.execute(
+        users_table.update().where(users_table.c.stage_dirty.is_(True)).values(stage_dirty=False)
+    )
+    _write_mark(connection, now, fingerprint)
     return StageRefresh(now=now, entered={stage: n for stage, n in counts}, exited=closed)
+
+
+MARK = "stages"
+
+
+def _settings_hash(lifecycle: LifecycleSettings) -> str:
+    return hashlib.sha256(lifecycle.model_dump_json().encode()).hexdigest()
+
+
+def _read_mark(connection: Connection):
+    return connection.execute(sa.select(marks).where(marks.c.name == MARK)).first()
+
+
+def _write_mark(connection: Connection, now: datetime, fingerprint: str) -> None:
+    values = {"as_of": now, "settings_hash": fingerprint}
+    updated = connection.execute(marks.update().where(marks.c.name == MARK).values(values))
+    if updated.rowcount == 0:
+        connection.execute(marks.insert().values(name=MARK, **values))
+
+
+def _candidates(
+    connection: Connection, settings: LifecycleSettings, since: datetime, now: datetime
+) -> Select:
+    """Users whose stage may differ from the last refresh at `since`.
+
+    Either their data changed (ingest marks them stage_dirty) or time alone moved them:
+    one of their dates crossed a threshold in (since, now] — a purchase or signup
+    becoming 90 or 365 days old, a first visit becoming 30 days old, a future
+    member_since arriving. Everyone else provably keeps their stage.
+    """
+    profiles = profiles_as_of(connection, now)
+    u = users_table
+
+    def crossed(column: ColumnElement, days: int) -> ColumnElement[bool]:
+        return sa.and_(
+            column > _instant(since - timedelta(days=days)),
+            column <= _instant(now - timedelta(days=days)),
+        )
+
+    thresholds = (settings.lapsed_days, settings.churned_days)
+    clauses = [u.c.stage_dirty.is_(True), crossed(u.c.member_since, 0)]
+    for days in thresholds:
+        clauses += [
+            crossed(profiles.c.last_purchase_at, days),
+            crossed(profiles.c.signup_at, days),
+            crossed(u.c.member_since, days),
+        ]
+    clauses.append(crossed(profiles.c.first_seen_at, settings.new_visitor_days))
+    return (
+        sa.select(u.c.id)
+        .select_from(u.outerjoin(profiles, profiles.c.user_id == u.c.id))
+        .where(sa.or_(*clauses))
+    )
 
 
 def stage_history(connection: Connection, user_id: str) -> list[dict]:

@@ -43,6 +43,7 @@ secret_env = "NUDGE_WEBHOOK_CRM_SECRET"
 
 from __future__ import annotations
 
+import difflib
 import re
 from datetime import time, timedelta
 from typing import Annotated, Literal
@@ -188,6 +189,12 @@ class DeliveryConfig(_Model):
         return parse_duration(self.lease)
 
 
+def _known_keys() -> list[str]:
+    models = (DeliveryConfig, RetryConfig, CapConfig, SendWindow, EmailConfig)
+    models += (HttpBackendConfig, EndpointConfig, AudiencesConfig)
+    return sorted({name for model in models for name in model.model_fields})
+
+
 def parse_delivery_config(raw: dict, source: str = "nudge.toml") -> DeliveryConfig:
     """Validate `settings.delivery`; every error names its dotted key."""
     try:
@@ -198,7 +205,8 @@ def parse_delivery_config(raw: dict, source: str = "nudge.toml") -> DeliveryConf
             dotted = ".".join(["delivery", *(str(p) for p in error["loc"])])
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
-                message = "unknown key"
+                close = difflib.get_close_matches(str(error["loc"][-1]), _known_keys(), n=1)
+                message = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
             lines.append(f"{source}: {dotted}: {message}")
         raise ConfigError("\n".join(lines)) from None
 

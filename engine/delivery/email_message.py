@@ -10,13 +10,31 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from email.message import EmailMessage
+from email.charset import QP, Charset
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr
+
+# The compat32 MIME classes, not EmailMessage with policy.default: the latter parses
+# every header it is given through the header registry, which costs more than the
+# SMTP round trip of a small message. Quoted-printable keeps bodies readable.
+_UTF8_QP = Charset("utf-8")
+_UTF8_QP.body_encoding = QP
 
 
 def message_id(key: str, from_address: str) -> str:
     domain = from_address.rpartition("@")[2] or "nudge.invalid"
     return f"<{re.sub(r'[^A-Za-z0-9.$_-]', '-', key)}@{domain}>"
+
+
+def _address(name: str | None, address: str) -> str:
+    return formataddr((name, address), charset="utf-8") if name else address
+
+
+def _text_part(text: str, subtype: str) -> MIMEText:
+    return MIMEText(text, subtype, _UTF8_QP)
 
 
 def build_email(
@@ -34,13 +52,18 @@ def build_email(
     unsubscribe_mailto: str | None,
     now: datetime,
     headers: dict[str, str] | None = None,
-) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = formataddr((from_name, from_address)) if from_name else from_address
-    message["To"] = formataddr((to_name, to_address)) if to_name else to_address
+) -> Message:
+    if html:
+        message: Message = MIMEMultipart("alternative")
+        message.attach(_text_part(text, "plain"))
+        message.attach(_text_part(html, "html"))
+    else:
+        message = _text_part(text, "plain")
+    message["From"] = _address(from_name, from_address)
+    message["To"] = _address(to_name, to_address)
     if reply_to:
         message["Reply-To"] = reply_to
-    message["Subject"] = subject
+    message["Subject"] = Header(subject, "utf-8").encode() if not subject.isascii() else subject
     message["Date"] = format_datetime(now)
     message["Message-ID"] = message_id(key, from_address)
     targets = [f"<{unsubscribe_url}>"]
@@ -50,7 +73,4 @@ def build_email(
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     for name, value in (headers or {}).items():
         message[name] = value
-    message.set_content(text)
-    if html:
-        message.add_alternative(html, subtype="html")
     return message

@@ -153,6 +153,8 @@ class BatchWriter:
             self._merge_json(users.c.attributes, s.c.attributes), users.c.attributes
         )
         given["updated_at"] = sa.literal(self.now, UTCDateTime)
+        # Tier or member_since may move the user to another stage.
+        given["stage_dirty"] = sa.true()
         # Update existing users first, then insert the new ones: an ON CONFLICT DO UPDATE
         # would only see the defaulted values (false consent) instead of "not given".
         self.connection.execute(users.update().where(users.c.id == s.c.id).values(given))

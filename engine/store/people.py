@@ -10,7 +10,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Column, Index, String, UniqueConstraint
+import sqlalchemy as sa
+from sqlalchemy import Boolean, Column, Index, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from engine.store.types import BigId, JsonDocument, Money, UTCDateTime
@@ -37,6 +38,11 @@ class User(SQLModel, table=True):
     sms_opt_in: bool = False
     ads_opt_in: bool = False
     unsubscribed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # Set when the user's data changed (ingest); the stage refresh then recomputes
+    # this user instead of everyone (engine/lifecycle.py).
+    stage_dirty: bool = Field(
+        default=True, sa_column=Column(Boolean, nullable=False, server_default=sa.text("true"))
+    )
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
 
@@ -128,3 +134,17 @@ class StageMembership(SQLModel, table=True):
     entered_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     exited_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     recorded_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class LifecycleMark(SQLModel, table=True):
+    """Up to which instant, and with which thresholds, stages were last refreshed.
+
+    Lets a refresh recompute only users whose data changed or who crossed a time
+    threshold since then; different thresholds force a full refresh.
+    """
+
+    __tablename__ = "lifecycle_marks"
+
+    name: str = Field(sa_column=Column(String(32), primary_key=True))
+    as_of: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    settings_hash: str = Field(max_length=64)

@@ -14,11 +14,12 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy import Connection, FromClause, Select
 
-from engine.store.people import Event, Profile
+from engine.store.people import Event, Profile, User
 from engine.store.types import Money
 
 events = Event.__table__
 profiles = Profile.__table__
+users = User.__table__
 
 # The aggregate columns, in table order; user_id and updated_at are not aggregates.
 PROFILE_COLUMNS = (
@@ -115,4 +116,10 @@ def refresh_profiles(
         index_elements=[profiles.c.user_id],
         set_={name: statement.excluded[name] for name in columns[1:]},
     )
-    return connection.execute(statement).rowcount
+    count = connection.execute(statement).rowcount
+    # Their stage may have changed: the next stage refresh must look at them.
+    dirty = users.update().values(stage_dirty=True)
+    if user_ids is not None:
+        dirty = dirty.where(users.c.id.in_(user_ids))
+    connection.execute(dirty.where(users.c.stage_dirty.is_(False)))
+    return count

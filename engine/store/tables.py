@@ -11,7 +11,14 @@ from engine.store.delivery import (
     DeliveryAttempt,
     UnsubscribeToken,
 )
-from engine.store.people import Event, Profile, StageMembership, User, UserTag
+from engine.store.people import (
+    Event,
+    LifecycleMark,
+    Profile,
+    StageMembership,
+    User,
+    UserTag,
+)
 from engine.store.planning import Decision, OutboxAction, Run
 
 metadata = SQLModel.metadata
@@ -25,6 +32,7 @@ __all__ = [
     "Decision",
     "DeliveryAttempt",
     "Event",
+    "LifecycleMark",
     "OutboxAction",
     "Profile",
     "Run",

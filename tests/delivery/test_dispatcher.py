@@ -140,3 +140,20 @@ def test_priority_order_and_batches(store):
     assert report.claimed == 7 and report.outcomes == {"sent": 7}
     priorities = [int(m.body["data"]["user_id"][1:]) % 3 for m in sink.sent]
     assert priorities == sorted(priorities, reverse=True)
+
+
+def test_config_errors_name_the_key():
+    import pytest
+
+    from engine.delivery.config import parse_delivery_config
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        parse_delivery_config(
+            {"caps": {"email": {"max": 2, "per": "7 days"}}, "retyr": {}}, "shop/nudge.toml"
+        )
+    assert str(error.value).splitlines() == [
+        "shop/nudge.toml: delivery.caps.email.per: invalid duration '7 days': use a number "
+        "and a unit w, d, h, m or s (for example '14d', '12h', '30m', '2w' or '1d12h')",
+        "shop/nudge.toml: delivery.retyr: unknown key (did you mean 'retry'?)",
+    ]

@@ -48,8 +48,8 @@ def test_one_message_per_action_with_headers_and_parts(store):
         assert len(sink.messages) == 2
         first = next(m for m in sink.messages if m["To"].addresses[0].username == "u1")
         key = rows["u1email"]["idempotency_key"]
-        assert first["Message-ID"] == message_id(key, "hello@shop.example.com")
-        assert first["Message-ID"] == f"<{key}@shop.example.com>"
+        assert first["Message-ID"].strip() == message_id(key, "hello@shop.example.com")
+        assert first["Message-ID"].strip() == f"<{key}@shop.example.com>"
         assert str(first["To"]) == "Ada Lovelace <u1@example.com>"
         assert str(first["From"]) == "Test Shop <hello@shop.example.com>"
         assert first["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"

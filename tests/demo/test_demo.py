@@ -80,3 +80,30 @@ def test_demo_command_refuses_a_store_with_users(store, project_dir, monkeypatch
         "Error: the store already holds 20 users; run `nudge demo` in a fresh project "
         "(nudge init demo-shop && cd demo-shop)\n"
     )
+
+
+def test_demo_command_prints_stages_and_kpis(store, project_dir, monkeypatch):
+    monkeypatch.chdir(project_dir)
+    result = CliRunner().invoke(app, ["demo", "--users", "200", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("wrote 200 users and ")
+    assert lines[0].endswith(f" events to {project_dir / 'demo-data'}")
+    assert lines[1].startswith("ingested 200 users and ")
+    assert lines[1].endswith(" events (0 rejected)")
+    assert lines[2] == "recorded 200 stage entries"
+    assert lines[4].startswith("Shop KPIs as of ")
+    assert "users seen                 200" in lines
+    assert [line.split()[0] for line in lines[-8:]] == [
+        "new_visitor",
+        "prospect",
+        "registered",
+        "first_purchase",
+        "repeat_buyer",
+        "vip",
+        "lapsed_member",
+        "churned",
+    ]
+    data = json.loads(CliRunner().invoke(app, ["users", "show", "u00001", "--json"]).output)
+    assert data["user"]["id"] == "u00001"
+    assert data["stage_history"][0]["stage"] == data["stage"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.message import EmailMessage
+from email.message import Message
 from typing import Any, Protocol
 
 from engine.errors import ConfigError
@@ -21,7 +21,7 @@ class OutgoingEmail:
     """A complete MIME message; `key` is the outbox idempotency key."""
 
     key: str
-    message: EmailMessage
+    message: Message
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 20:04:20.638392
+Create Date: 2026-11-23 20:07:25.912196
 """
 
 from collections.abc import Sequence
@@ -186,6 +186,13 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "lifecycle_marks",
+        sa.Column("name", sa.String(length=32), nullable=False),
+        sa.Column("as_of", engine.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("settings_hash", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+    )
+    op.create_table(
         "outbox",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("idempotency_key", sa.String(length=64), nullable=False),
@@ -328,6 +335,7 @@ def upgrade() -> None:
         sa.Column("sms_opt_in", sa.Boolean(), nullable=False),
         sa.Column("ads_opt_in", sa.Boolean(), nullable=False),
         sa.Column("unsubscribed_at", engine.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("stage_dirty", sa.Boolean(), server_default=sa.text("(true)"), nullable=False),
         sa.Column("created_at", engine.store.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", engine.store.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
@@ -368,6 +376,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_outbox_state_due")
 
     op.drop_table("outbox")
+    op.drop_table("lifecycle_marks")
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index("ix_events_user_type_time")
         batch_op.drop_index("ix_events_type_time")
