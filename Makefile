@@ -15,10 +15,33 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+NUDGE := ../$(BIN)/nudge
+# Quiet hours (send windows) defer messages at night; the demo delivers "tomorrow at
+# 10:00 shop time" so every run shows the whole path from plan to files.
+MORNING = $$(TZ=Asia/Shanghai date -d 'tomorrow 10:00' +%Y-%m-%dT%H:%M:%S%:z)
+
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
 	$(BIN)/nudge init $(DEMO_DIR)
-	cd $(DEMO_DIR) && ../$(BIN)/nudge demo
+	@echo "== a demo shop: 5,000 shoppers over 180 days, through the ingest path"
+	cd $(DEMO_DIR) && $(NUDGE) demo
+	@echo "== check every rule and creative"
+	cd $(DEMO_DIR) && $(NUDGE) check
+	@echo "== rule unit tests"
+	cd $(DEMO_DIR) && $(NUDGE) test
+	@echo "== dry-run: what a run now would plan (nothing written)"
+	cd $(DEMO_DIR) && $(NUDGE) dry-run
+	@echo "== one real tick: plan into the outbox"
+	cd $(DEMO_DIR) && $(NUDGE) run --once --no-dispatch > /dev/null
+	@echo "== deliver through the file backends (outbox/), as of tomorrow 10:00"
+	cd $(DEMO_DIR) && $(NUDGE) dispatch --once --at "$(MORNING)"
+	cd $(DEMO_DIR) && $(NUDGE) status
+	cd $(DEMO_DIR) && $(NUDGE) coupons export --out coupons.csv
+	cd $(DEMO_DIR) && $(NUDGE) audiences export lapsed-high-value --format google --out audiences
+	cd $(DEMO_DIR) && $(NUDGE) audiences export vip-retargeting --format meta --out audiences
+	@echo "== preview one creative on every surface"
+	cd $(DEMO_DIR) && $(NUDGE) preview winback --rule winback-lapsed-members --variant bigger-coupon --out previews
+	@echo "== done: see $(DEMO_DIR)/outbox, $(DEMO_DIR)/coupons.csv, $(DEMO_DIR)/audiences, $(DEMO_DIR)/previews"
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -94,10 +94,12 @@ def _check_creative(
             found += problems + _count_problems(settings, ads, fields)
         surfaces[locale] = available_surfaces(settings, creative.name, locale)
     found += _missing_surfaces(settings, creative, surfaces)
-    if not uses:
+    sampled = not uses
+    if sampled:
         uses = [CreativeUse("sample", creative.name, None, {}, Location(str(creative.folder)))]
     for use in uses:
-        offer = sample_offer(use.offer or None, settings.shop.currency)
+        # A rule without a coupon really has no offer: render it that way.
+        offer = sample_offer(None if sampled else use.offer, settings.shop.currency)
         for locale in creative.locales:
             for user in sample_users(locale):
                 try:
@@ -194,6 +196,19 @@ def _check_rendering(
             continue
         if isinstance(result, RenderedSurface):
             rendered[surface] = result
+        else:
+            # abort() is for one user's bad data; aborting for the sample user of a
+            # rule means nobody would get this message.
+            found.append(
+                Diagnostic(
+                    use.location,
+                    f"{surface} of creative {creative.name!r} aborts for rule "
+                    f"{use.rule_id!r}"
+                    + (f" variant {use.variant!r}" if use.variant else "")
+                    + f": {result.reason}",
+                    "warning",
+                )
+            )
     for result in rendered.values():
         found += _link_problems(result, context["variant"])
         if result.surface.startswith(AD_PREFIX):

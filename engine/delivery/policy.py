@@ -156,4 +156,7 @@ class FrequencyCapPolicy(DeliveryPolicy):
 
 
 def default_policies() -> list[DeliveryPolicy]:
-    return [ConsentPolicy(), SendWindowPolicy(), FrequencyCapPolicy()]
+    from engine.delivery.rule_policy import RulePolicy
+
+    # The rule first: an action its rule no longer wants must not use a cap slot.
+    return [ConsentPolicy(), RulePolicy(), SendWindowPolicy(), FrequencyCapPolicy()]

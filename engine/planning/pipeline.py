@@ -403,7 +403,7 @@ def _plan_actions(connection, spec: PlanSpec, run_id: int, at: datetime) -> dict
                 "rule": spec.rule_id,
                 "variant": variant,
                 "params": action.params,
-                "send_window": list(spec.send_window) if spec.send_window else None,
+                "send_window": {"between": list(spec.send_window)} if spec.send_window else None,
             }
             filters = [d.c.run_id == run_id, d.c.outcome == "planned"]
             if variant is not None:

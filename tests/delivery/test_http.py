@@ -150,9 +150,10 @@ def test_kill_9_mid_batch_then_restart_loses_nothing(store, project_dir):
     assert len(sink.requests) == 23
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_two_dispatchers_on_postgresql_claim_disjoint_batches(store):
-    if not store.is_postgres:
-        pytest.skip("SQLite has a single writer; concurrent claims are a PostgreSQL matter")
+    """SQLite has a single writer; concurrent claims are a PostgreSQL matter."""
     add_users(store, *({"id": f"u{i:03d}"} for i in range(200)))
     for i in range(200):
         plan(store, "webhook", f"u{i:03d}", {"url": "http://127.0.0.1/hook"})
