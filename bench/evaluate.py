@@ -52,7 +52,6 @@ from engine.planning.compile import RuleSet, load_ruleset  # noqa: E402
 from engine.store import Store  # noqa: E402
 from engine.store.database import create_engine_for  # noqa: E402
 from engine.store.migrations import upgrade  # noqa: E402
-from engine.store.people import UserTag  # noqa: E402
 from engine.store.planning import Decision, Run  # noqa: E402
 from engine.store.profiles import refresh_profiles  # noqa: E402
 from engine.triggers import after as after_trigger  # noqa: E402
@@ -156,9 +155,7 @@ def generate_shop(users: int, events: int, seed: int, history: History) -> Itera
             if persona == "churned":
                 low, high = 366 * DAY, min(500 * DAY, signup)
             latest = rng.uniform(low, min(high, signup))
-            purchases = [latest] + [
-                rng.uniform(latest, signup) for _ in range(rng.randint(0, 4))
-            ]
+            purchases = [latest] + [rng.uniform(latest, signup) for _ in range(rng.randint(0, 4))]
         if persona == "vip":
             tier = vip_tiers[rng.randrange(len(vip_tiers))]
         for ago in purchases:
@@ -186,8 +183,16 @@ def generate_shop(users: int, events: int, seed: int, history: History) -> Itera
         for number, (kind, ago, amount) in enumerate(rows):
             order = f"o{index}-{number}" if kind == "purchase" else None
             batch.events.append(
-                (f"s{number:04d}", user_id, kind, _ts(ago), amount, "CNY" if amount else None,
-                 order, created)  # fmt: skip
+                (
+                    f"s{number:04d}",
+                    user_id,
+                    kind,
+                    _ts(ago),
+                    amount,
+                    "CNY" if amount else None,
+                    order,
+                    created,
+                )  # fmt: skip
             )
         emitted += len(rows)
         has_email = rng.random() < (0.95 if member else 0.6 if persona == "new_visitor" else 0.3)
@@ -407,7 +412,7 @@ def _analyze(store: Store) -> None:
 # ---------------------------------------------------------------------------------------
 # Rules: the shipped ones plus synthetic ones, up to 20.
 
-SEGMENTS = 'loyal: purchase_count >= 3 and total_spent >= 800\n'
+SEGMENTS = "loyal: purchase_count >= 3 and total_spent >= 800\n"
 
 SYNTHETIC_RULES = {
     "bench-winback-gold-big": """
@@ -579,9 +584,7 @@ HAND_RULES: dict[str, HandRule] = {
     ),
     "bench-winback-gold-big": HandRule(when=("u.member_tier = 'gold'", "p.total_spent >= 1000")),
     "bench-vip-sms": HandRule(when=("u.phone <> ''", _visits_at_least(2, 30))),
-    "bench-repeat-ab": HandRule(
-        when=("p.avg_order_value >= 150", "NOT " + _has_tag("wholesale"))
-    ),
+    "bench-repeat-ab": HandRule(when=("p.avg_order_value >= 150", "NOT " + _has_tag("wholesale"))),
     "bench-registered-nudge": HandRule(when=("p.signup_at <= :t_3d",)),
     "bench-churned-reactivation": HandRule(when=("p.total_spent >= 500",)),
     "bench-prospect-ads": HandRule(when=(_visits_at_least(3, 14),)),
@@ -639,7 +642,11 @@ def hand_statement(compiled, superiors, dialect: str, settings: Settings):
     people = "JOIN users u ON u.id = o.user_id JOIN profiles p ON p.user_id = u.id"
     if trigger.kind == "stage":
         source = f"FROM stage_memberships o {people}"
-        where = ["o.stage = :stage", "o.entered_at <= :t", "(o.exited_at IS NULL OR o.exited_at > :t)"]
+        where = [
+            "o.stage = :stage",
+            "o.entered_at <= :t",
+            "(o.exited_at IS NULL OR o.exited_at > :t)",
+        ]
         params["stage"] = trigger.value
         key = "'stage:' || CAST(o.id AS VARCHAR)"
     elif trigger.kind == "event":
@@ -663,8 +670,10 @@ def hand_statement(compiled, superiors, dialect: str, settings: Settings):
         key = "'after:' || CAST(o.id AS VARCHAR)"
     if spec.once_per_user:
         key = "'once'"
-    city = "u.attributes ->> 'city'" if dialect == "postgresql" else (
-        "json_extract(u.attributes, '$.city')"
+    city = (
+        "u.attributes ->> 'city'"
+        if dialect == "postgresql"
+        else ("json_extract(u.attributes, '$.city')")
     )
     where += [clause.replace("{city}", city) for clause in hand.when]
     where.append(
@@ -702,7 +711,9 @@ def hand_statement(compiled, superiors, dialect: str, settings: Settings):
         params["variant_prefix"] = f"{settings.rules.assignment_salt}:{spec.rule_id}:variant:"
         variant_bucket = _bucket("variant_prefix", dialect)
         ranges = variant_ranges(spec.variants)
-        variant = "CASE " + " ".join(f"WHEN s.vb < {high} THEN '{name}'" for name, _, high in ranges)
+        variant = "CASE " + " ".join(
+            f"WHEN s.vb < {high} THEN '{name}'" for name, _, high in ranges
+        )
         variant += " END"
     success = "planned" if spec.status == "active" else "shadow"
     sql = (
@@ -921,7 +932,9 @@ def bench_backend(url: str, args, rules_dir: Path, project: Path) -> dict:
             ),
             "hand_s": round(hand_total, 2),
             "ratio_evaluate_vs_hand": round(engine_total / hand_total, 2) if hand_total else None,
-            "ratio_rules_vs_hand": round(engine_covered / hand_covered, 2) if hand_covered else None,
+            "ratio_rules_vs_hand": round(engine_covered / hand_covered, 2)
+            if hand_covered
+            else None,
             "tick_s": round(tick_total, 3),
             "tick_rules_s": round(sum(tick_walls.values()), 3),
             "all_equal": all(
@@ -989,8 +1002,10 @@ def render(results: dict) -> str:
         lines += ["", f"== {backend} ==", f"load: {data['load']}"]
         lines.append(
             "load average before/after: "
-            + " / ".join(", ".join(f"{x:.1f}" for x in data[k]) for k in (
-                "load_average_before", "load_average_after"))  # fmt: skip
+            + " / ".join(
+                ", ".join(f"{x:.1f}" for x in data[k])
+                for k in ("load_average_before", "load_average_after")
+            )  # fmt: skip
         )
         header = (
             f"{'rule':<32} {'trigger':<8} {'matched':>8} {'planned':>8} {'held':>6} "
@@ -1035,7 +1050,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--events", type=int, default=5_000_000)
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
-    parser.add_argument("--rules-dir", type=Path, help="rules to use (default: shipped + synthetic)")
+    parser.add_argument(
+        "--rules-dir", type=Path, help="rules to use (default: shipped + synthetic)"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--explain", action="append", metavar="RULE", help="print query plans")
     parser.add_argument("--keep", action="store_true", help="keep the databases (debugging)")

@@ -36,7 +36,12 @@ def test_unless_and_flight_are_rechecked_at_send_time(store, settings, tmp_path)
         now=T,
         users=[{"id": "a"}, {"id": "b"}, {"id": "c"}],
         events=[
-            {"user": u, "type": "purchase", "at": (T - timedelta(hours=1)).isoformat(), "amount": 10}
+            {
+                "user": u,
+                "type": "purchase",
+                "at": (T - timedelta(hours=1)).isoformat(),
+                "amount": 10,
+            }
             for u in ("a", "b", "c")
         ],
     )
