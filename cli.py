@@ -197,6 +197,9 @@ def ingest(
             f"by events, {report.events_inserted} events stored, "
             f"{report.duplicates_skipped} duplicates skipped, {report.rejected_count} rejected"
         )
+        if report.coupons:
+            counts = ", ".join(f"{outcome} {n}" for outcome, n in sorted(report.coupons.items()))
+            typer.echo(f"coupon codes in purchases: {counts}")
     if report.has_rejects:
         raise typer.Exit(2)
 

@@ -80,6 +80,12 @@ def ingest_files(
         for source in sources:
             source.close()
     report.rejects_paths = rejects.paths
+    if report.events_inserted:
+        # Purchases carrying coupon codes redeem them now, so a redeemed coupon is
+        # never offered again and attribution sees the redemption.
+        from engine.coupons.redeem import redeem_coupons
+
+        report.coupons = dict(redeem_coupons(store, now=now).counts)
     return report
 
 

@@ -54,6 +54,8 @@ class IngestReport:
     rejected: list[Reject] = field(default_factory=list)
     rejected_count: int = 0
     rejects_paths: list[str] = field(default_factory=list)
+    # Coupon redemptions of the ingested purchases, by outcome (redeemed, unknown...).
+    coupons: dict[str, int] = field(default_factory=dict)
 
     @property
     def has_rejects(self) -> bool:
@@ -72,6 +74,7 @@ class IngestReport:
             "users_created": self.users_created,
             "events_inserted": self.events_inserted,
             "duplicates_skipped": self.duplicates_skipped,
+            "coupons": dict(self.coupons),
             "rejected_count": self.rejected_count,
             "rejected": [r.as_dict() for r in self.rejected],
             "rejects_paths": list(self.rejects_paths),

@@ -26,6 +26,7 @@ from sqlalchemy import Connection
 from engine import clock
 from engine.config import Settings
 from engine.planning.assignment import bucket_sql, holdout_basis_points, variant_sql
+from engine.planning.audience_exits import remove_unqualified
 from engine.planning.spec import PlanSpec
 from engine.store.people import Event, User
 from engine.store.planning import Decision, OutboxAction, Run
@@ -71,6 +72,7 @@ class RuleOutcome:
     suppressed: dict[str, int] = field(default_factory=dict)
     variants: dict[str, int] = field(default_factory=dict)
     actions: dict[str, int] = field(default_factory=dict)
+    audience_removed: int = 0
     samples: list[dict] = field(default_factory=list)
     error: str | None = None
     duration_ms: int = 0
@@ -91,6 +93,7 @@ class RuleOutcome:
             "suppressed": dict(sorted(self.suppressed.items())),
             "variants": dict(sorted(self.variants.items())),
             "actions": dict(sorted(self.actions.items())),
+            "audience_removed": self.audience_removed,
             "samples": self.samples,
             "error": self.error,
             "duration_ms": self.duration_ms,
@@ -165,6 +168,10 @@ def plan_rule(
     _record_decisions(connection, scratch, run_id, spec.rule_id, at)
     if spec.status == "active":
         outcome.actions = _plan_actions(connection, spec, run_id, at)
+        if user_id is None:
+            outcome.audience_removed = remove_unqualified(
+                connection, spec, sources, compile_conditions, at
+            )
     outcome.samples = _samples(connection, run_id, spec.rule_id)
     scratch.drop(connection)
     outcome.duration_ms = int((clock.monotonic() - started) * 1000)

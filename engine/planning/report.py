@@ -48,6 +48,8 @@ def render_evaluation(evaluation: Evaluation) -> str:
         if outcome.actions:
             actions = ", ".join(f"{kind} {n}" for kind, n in sorted(outcome.actions.items()))
             lines.append(f"  actions: {actions}")
+        if outcome.audience_removed:
+            lines.append(f"  audience members who no longer qualify: {outcome.audience_removed}")
         for sample in outcome.samples:
             label = sample["outcome"] + (f" ({sample['reason']})" if sample["reason"] else "")
             variant = f" [{sample['variant']}]" if sample["variant"] else ""

@@ -1,0 +1,57 @@
+"""Retargeting audiences follow the rule: a member who no longer qualifies leaves.
+
+An `audience` action adds a user when it is delivered; on every evaluation of the
+rule, its members who no longer match (left the trigger stage, or fail `when`) are
+marked removed, so the next sync sends a remove to the ad platforms. Consent
+withdrawal and unsubscribes are handled by engine.audiences.members at sync time.
+Event-triggered rules are skipped: their conditions may read the triggering event,
+which membership does not remember.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from engine.planning.spec import PlanSpec
+from engine.store.delivery import AudienceMember
+
+members = AudienceMember.__table__
+
+
+def remove_unqualified(
+    connection: Connection, spec: PlanSpec, sources, compile_conditions, at: datetime
+) -> int:
+    audiences = sorted(
+        {
+            str(action.params["name"])
+            for plans in spec.actions.values()
+            for action in plans
+            if action.kind == "audience" and action.params.get("name")
+        }
+    )
+    if not audiences or spec.event_trigger:
+        return 0
+    u, p = sources.users, sources.profiles
+    qualifies = [compile_conditions(spec.when, sources)] if spec.when else []
+    if spec.trigger.kind == "stage":
+        qualifies.append(sources.stage == spec.trigger.value)
+    if not qualifies:
+        return 0
+    qualified = (
+        sa.select(u.c.id)
+        .select_from(u.outerjoin(p, p.c.user_id == u.c.id))
+        .where(u.c.id == members.c.user_id, *qualifies)
+    )
+    return connection.execute(
+        members.update()
+        .where(
+            members.c.rule_id == spec.rule_id,
+            members.c.audience.in_(audiences),
+            members.c.removed_at.is_(None),
+            ~sa.exists(qualified),
+        )
+        .values(removed_at=at, removed_reason="no_longer_qualifies")
+    ).rowcount
