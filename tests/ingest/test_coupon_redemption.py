@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -29,11 +30,9 @@ def test_a_purchase_with_the_code_redeems_it(store, settings, tmp_path):
         code = connection.execute(sa.select(coupons.c.code)).scalar_one()
     typed = code.lower().replace("-", "")  # as a shopper types it at checkout
     purchase = tmp_path / "purchase.jsonl"
-    purchase.write_text(
-        '{"user": "a", "type": "purchase", "at": "%s", "amount": 120, "coupon_code": "%s"}\n'
-        % ((T + timedelta(days=1)).isoformat(), typed),
-        encoding="utf-8",
-    )
+    row = {"user": "a", "type": "purchase", "amount": 120, "coupon_code": typed}
+    row["at"] = (T + timedelta(days=1)).isoformat()
+    purchase.write_text(json.dumps(row) + "\n", encoding="utf-8")
 
     report = ingest_files(store, [purchase], now=T + timedelta(days=1))
 
