@@ -32,10 +32,24 @@ class _Section(BaseModel):
 class ShopSettings(_Section):
     name: str = "My Shop"
     timezone: str = "UTC"
-    currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
+    currency: str = "CNY"
     # Digits only, no "+": prepended to local phone numbers (E.164) for SMS and ads.
-    phone_country_code: str = Field(default="86", pattern=r"^[1-9][0-9]{0,2}$")
+    phone_country_code: str = "86"
     locale: str = "zh-CN"
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_currency(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Z]{3}", value):
+            raise ValueError(f"{value!r} is not an ISO 4217 currency code like 'CNY' or 'USD'")
+        return value
+
+    @field_validator("phone_country_code")
+    @classmethod
+    def _country_code(cls, value: str) -> str:
+        if not re.fullmatch(r"[1-9][0-9]{0,2}", value):
+            raise ValueError(f"{value!r} is not a calling code: digits only, like '86' or '1'")
+        return value
 
     @field_validator("timezone")
     @classmethod
