@@ -82,6 +82,35 @@ def plan(
         ).scalar_one()
 
 
+COUPON = {"value": 20, "expires_in": "14d"}
+
+
+def plan_with_offer(
+    store,
+    kind: str,
+    user_id: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    coupon: dict[str, Any] | None = None,
+    decision_id: int | None = None,
+    **kw: Any,
+) -> int:
+    """Plan a message of a coupon creative the way the planner does: the decision's coupon
+    action (same decision, rule, priority, time and send window), then the message.
+
+    The email/SMS finds its offer through the coupon action of its decision; without one
+    the creative's discount block aborts. Returns the message's id (the coupon row is
+    inserted first, so it comes just before the message in id order).
+    """
+    decision = decision_id if decision_id is not None else next(_counter)
+    coupon_payload = dict(coupon or COUPON)
+    if payload and "send_window" in payload:  # the planner puts it on every action
+        coupon_payload["send_window"] = payload["send_window"]
+    shared = {name: kw[name] for name in ("rule_id", "priority", "at") if name in kw}
+    plan(store, "coupon", user_id, coupon_payload, decision_id=decision, **shared)
+    return plan(store, kind, user_id, payload, decision_id=decision, **kw)
+
+
 def outbox_rows(store) -> list[dict[str, Any]]:
     table = OutboxAction.__table__
     with store.connect() as connection:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import sqlalchemy as sa
-from delivery_helpers import REPO_TEMPLATES, T0, add_users, plan
+from delivery_helpers import REPO_TEMPLATES, T0, add_users, plan, plan_with_offer
 from typer.testing import CliRunner
 
 from cli import app
@@ -31,7 +31,7 @@ def test_dispatch_status_retry_exports(store, project_dir, monkeypatch):
     add_users(store, {"id": "u1", "locale": "en"}, {"id": "u2", "email_opt_in": False})
     plan(store, "coupon", "u1", {"value": 20}, decision_id=1)
     plan(store, "email", "u1", {"creative": "winback"}, decision_id=1)
-    plan(store, "email", "u2", {"creative": "winback"}, decision_id=2)
+    plan_with_offer(store, "email", "u2", {"creative": "winback"}, decision_id=2)
     plan(store, "webhook", "u1", {"url": "crm"}, decision_id=1)
     plan(store, "webhook", "u1", {"url": "nowhere"}, decision_id=1)
     plan(store, "audience", "u1", {"name": "vip"}, decision_id=1)
@@ -39,8 +39,8 @@ def test_dispatch_status_retry_exports(store, project_dir, monkeypatch):
     code, output = invoke("dispatch", "--once", "--at", T0.isoformat(), "--json")
     assert code == 0, output
     assert json.loads(output) == {
-        "claimed": 6,
-        "outcomes": {"dead": 1, "sent": 4, "skipped": 1},
+        "claimed": 7,
+        "outcomes": {"dead": 1, "sent": 5, "skipped": 1},
         "reasons": {"no_consent": 1, "no_endpoint": 1},
     }
     assert len(list((project_dir / "outbox/email").glob("*.eml"))) == 1
@@ -53,7 +53,7 @@ def test_dispatch_status_retry_exports(store, project_dir, monkeypatch):
         "-------  -------",
         "planned  0",
         "claimed  0",
-        "sent     4",
+        "sent     5",
         "skipped  1",
         "dead     1",
     ]

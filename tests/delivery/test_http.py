@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from delivery_helpers import T0, add_users, outbox_rows, plan, with_delivery
+from delivery_helpers import T0, add_users, outbox_rows, plan, plan_with_offer, with_delivery
 from sinks import HttpSink
 
 from engine.delivery.backoff import retry_delay
@@ -97,9 +97,9 @@ def test_sms_posts_text_to_the_gateway(store):
     with HttpSink() as sink:
         store = with_delivery(store, sms={"backend": "http", "url": sink.url + "/sms"})
         add_users(store, {"id": "u1", "phone": "138 0013 8000", "locale": "en"})
-        plan(store, "sms", "u1", {"creative": "winback"})
+        plan_with_offer(store, "sms", "u1", {"creative": "winback"})
         report = dispatch_until_idle(store, now=T0, worker_id="w", channels=http_channels())
-        assert report.outcomes == {"sent": 1}
+        assert report.outcomes == {"sent": 2}  # the coupon and the SMS
         [body] = sink.accepted.values()
         assert body["type"] == "nudge.sms"
         assert body["data"]["to"] == "+8613800138000"

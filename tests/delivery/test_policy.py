@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
-from delivery_helpers import T0, add_users, outbox_rows, plan, with_delivery
+from delivery_helpers import T0, add_users, outbox_rows, plan, plan_with_offer, with_delivery
 
 from engine.delivery.channels import ChannelSet, NoopChannel
 from engine.delivery.config import SendWindow
@@ -34,16 +34,21 @@ def test_consent_rechecked_at_send_time(store):
         {"id": "no_ads", "ads_opt_in": False},
     )
     for user in ("ok", "no_email"):
-        plan(store, "email", user, {"creative": "winback"})
-    plan(store, "sms", "no_sms", {"creative": "winback"})
+        plan_with_offer(store, "email", user, {"creative": "winback"})
+    plan_with_offer(store, "sms", "no_sms", {"creative": "winback"})
     plan(store, "audience", "no_ads", {"name": "vip"})
-    plan(store, "email", "ghost", {"creative": "winback"})
+    plan_with_offer(store, "email", "ghost", {"creative": "winback"})
     dispatch_until_idle(store, now=T0, worker_id="w", channels=channels())
+    # A coupon needs no consent (it is a code on the user's account, not a message).
     assert states(store) == [
+        ("ok", "coupon", "sent", None),
         ("ok", "email", "sent", None),
+        ("no_email", "coupon", "sent", None),
         ("no_email", "email", "skipped", "no_consent"),
+        ("no_sms", "coupon", "sent", None),
         ("no_sms", "sms", "skipped", "no_consent"),
         ("no_ads", "audience", "skipped", "no_consent"),
+        ("ghost", "coupon", "skipped", "unknown_user"),
         ("ghost", "email", "skipped", "unknown_user"),
     ]
 
@@ -51,7 +56,7 @@ def test_consent_rechecked_at_send_time(store):
 def test_unsubscribe_between_planning_and_sending_stops_the_email(store):
     store = with_delivery(store)
     add_users(store, {"id": "u1"})
-    plan(store, "email", "u1", {"creative": "winback"})
+    plan_with_offer(store, "email", "u1", {"creative": "winback"})
     with store.begin() as connection:
         token = ensure_tokens(connection, ["u1"], T0)["u1"]
     assert unsubscribe(store, token, now=T0 + timedelta(minutes=1)) == "u1"
@@ -61,7 +66,10 @@ def test_unsubscribe_between_planning_and_sending_stops_the_email(store):
     )
     assert report.reasons == {"unsubscribed": 1}
     assert sink.sent == []
-    assert states(store) == [("u1", "email", "skipped", "unsubscribed")]
+    assert states(store) == [
+        ("u1", "coupon", "sent", None),
+        ("u1", "email", "skipped", "unsubscribed"),
+    ]
     with store.connect() as connection:
         when = connection.execute(sa.select(User.__table__.c.unsubscribed_at)).scalar()
     assert when == T0 + timedelta(minutes=1)
@@ -70,14 +78,19 @@ def test_unsubscribe_between_planning_and_sending_stops_the_email(store):
 def test_caps_in_priority_order_skip(store):
     store = with_delivery(store, caps={"email": {"max": 2, "per": "7d"}})
     add_users(store, {"id": "u1"}, {"id": "u2"})
-    sent_before = plan(store, "email", "u1", {"creative": "winback"}, at=T0 - timedelta(days=3))
+    sent_before = plan_with_offer(
+        store, "email", "u1", {"creative": "winback"}, at=T0 - timedelta(days=3)
+    )
     dispatch_until_idle(store, now=T0 - timedelta(days=3), worker_id="w", channels=channels())
-    low = plan(store, "email", "u1", {"creative": "winback"}, priority=10)
-    high = plan(store, "email", "u1", {"creative": "winback"}, priority=90)
-    other = plan(store, "email", "u2", {"creative": "winback"}, priority=10)
+    low = plan_with_offer(store, "email", "u1", {"creative": "winback"}, priority=10)
+    high = plan_with_offer(store, "email", "u1", {"creative": "winback"}, priority=90)
+    other = plan_with_offer(store, "email", "u2", {"creative": "winback"}, priority=10)
     report = dispatch_until_idle(store, now=T0, worker_id="w", channels=channels())
     assert report.reasons == {"capped": 1}
-    by_id = {r["id"]: (r["state"], r["reason"]) for r in outbox_rows(store)}
+    rows = outbox_rows(store)
+    # Caps count messages on the email channel; the coupon actions are not capped.
+    assert {r["state"] for r in rows if r["kind"] == "coupon"} == {"sent"}
+    by_id = {r["id"]: (r["state"], r["reason"]) for r in rows if r["kind"] == "email"}
     assert by_id == {
         sent_before: ("sent", None),
         high: ("sent", None),
@@ -85,7 +98,9 @@ def test_caps_in_priority_order_skip(store):
         other: ("sent", None),
     }
     # Once the first send leaves the 7-day window, a slot is free again.
-    later = plan(store, "email", "u1", {"creative": "winback"}, at=T0 + timedelta(days=4))
+    later = plan_with_offer(
+        store, "email", "u1", {"creative": "winback"}, at=T0 + timedelta(days=4)
+    )
     dispatch_until_idle(store, now=T0 + timedelta(days=4), worker_id="w", channels=channels())
     assert {r["id"]: r["state"] for r in outbox_rows(store)}[later] == "sent"
 
@@ -93,8 +108,8 @@ def test_caps_in_priority_order_skip(store):
 def test_caps_defer_when_configured(store):
     store = with_delivery(store, caps={"sms": {"max": 1, "per": "1d", "when_capped": "defer"}})
     add_users(store, {"id": "u1"})
-    plan(store, "sms", "u1", {"creative": "winback"}, priority=5)
-    second = plan(store, "sms", "u1", {"creative": "winback"})
+    plan_with_offer(store, "sms", "u1", {"creative": "winback"}, priority=5)
+    second = plan_with_offer(store, "sms", "u1", {"creative": "winback"})
     dispatch_until_idle(store, now=T0, worker_id="w", channels=channels())
     row = {r["id"]: r for r in outbox_rows(store)}[second]
     assert (row["state"], row["reason"], row["attempts"]) == ("planned", "capped", 0)
@@ -108,19 +123,20 @@ def test_quiet_hours_defer_to_the_users_morning(store):
     store = with_delivery(store)
     add_users(store, {"id": "sh"}, {"id": "ny", "timezone": "America/New_York"})
     window = {"send_window": {"between": ["09:00", "21:00"]}}
-    plan(store, "email", "sh", {"creative": "winback", **window})
-    plan(store, "email", "ny", {"creative": "winback", **window})
+    plan_with_offer(store, "email", "sh", {"creative": "winback", **window})
+    plan_with_offer(store, "email", "ny", {"creative": "winback", **window})
     # T0 = 10:00 in Shanghai (shop zone, inside) and 21:00 in New York (outside).
     dispatch_until_idle(store, now=T0, worker_id="w", channels=channels())
-    rows = outbox_rows(store)
-    assert (rows[0]["state"], rows[1]["state"], rows[1]["reason"]) == (
-        "sent",
-        "planned",
-        "quiet_hours",
-    )
-    assert rows[1]["next_attempt_at"] == datetime(2026, 11, 11, 14, 0, tzinfo=UTC)  # 09:00 EST
-    dispatch_until_idle(store, now=rows[1]["next_attempt_at"], worker_id="w", channels=channels())
-    assert outbox_rows(store)[1]["state"] == "sent"
+    # The planner puts the rule's send window on every action: the coupon waits too.
+    morning = datetime(2026, 11, 11, 14, 0, tzinfo=UTC)  # 09:00 EST
+    assert [(r["state"], r["reason"], r["next_attempt_at"]) for r in outbox_rows(store)] == [
+        ("sent", None, T0),
+        ("sent", None, T0),
+        ("planned", "quiet_hours", morning),
+        ("planned", "quiet_hours", morning),
+    ]
+    dispatch_until_idle(store, now=morning, worker_id="w", channels=channels())
+    assert states(store)[2:] == [("ny", "coupon", "sent", None), ("ny", "email", "sent", None)]
 
 
 def test_next_window_start_wraps_midnight_and_dst():
@@ -144,10 +160,10 @@ def test_status_and_retry(store):
     store = with_delivery(store)
     add_users(store, {"id": "u1"})
     plan(store, "webhook", "u1", {"url": "nowhere"})
-    plan(store, "email", "u1", {"creative": "winback"}, at=T0 + timedelta(hours=1))
+    plan_with_offer(store, "email", "u1", {"creative": "winback"}, at=T0 + timedelta(hours=1))
     dispatch_until_idle(store, now=T0, worker_id="w", channels=channels())
     status = delivery_status(store)
-    assert status.counts == {"planned": 1, "claimed": 0, "sent": 0, "skipped": 0, "dead": 1}
+    assert status.counts == {"planned": 2, "claimed": 0, "sent": 0, "skipped": 0, "dead": 1}
     assert status.oldest_pending_at == T0 + timedelta(hours=1)
     assert [(d["kind"], d["reason"], d["last_error"]) for d in status.dead] == [
         ("webhook", "no_endpoint", "no endpoint 'nowhere' in nudge.toml [delivery.webhooks]")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from delivery_helpers import T0, add_users, outbox_rows, plan, with_delivery
+from delivery_helpers import T0, add_users, outbox_rows, plan, plan_with_offer, with_delivery
 from sinks import SmtpSink
 
 from engine.delivery.channels import ChannelSet, build_channels
@@ -37,13 +37,13 @@ def test_one_message_per_action_with_headers_and_parts(store):
         )
         plan(store, "coupon", "u1", {"value": 20, "expires_in": "14d"}, decision_id=7)
         plan(store, "email", "u1", {"creative": "winback"}, decision_id=7)
-        plan(store, "email", "u2", {"creative": "winback"}, decision_id=8)
+        plan_with_offer(store, "email", "u2", {"creative": "winback"}, coupon={"percent_off": 15})
         with build_channels(store.settings) as channels:
             smtp = channels.get("email")
             assert isinstance(smtp, SmtpChannel)
             report = dispatch_until_idle(store, now=T0, worker_id="w", channels=channels)
             assert smtp.connections_opened == 1  # pooled: one connection for the batch
-        assert report.outcomes == {"sent": 3}
+        assert report.outcomes == {"sent": 4}
         rows = {r["user_id"] + r["kind"]: r for r in outbox_rows(store)}
         assert len(sink.messages) == 2
         first = next(m for m in sink.messages if m["To"].addresses[0].username == "u1")
@@ -64,7 +64,9 @@ def test_one_message_per_action_with_headers_and_parts(store):
         html = first.get_body(("html",)).get_content()
         # The coupon of the same decision is issued once and shown in both parts.
         with store.connect() as connection:
-            code = connection.exec_driver_sql("SELECT code FROM coupons").scalar_one()
+            code = connection.exec_driver_sql(
+                "SELECT code FROM coupons WHERE user_id = 'u1'"
+            ).scalar_one()
         assert code in text and code in html
         assert first["X-Nudge-Key"] == key
         # The token in the link unsubscribes exactly that user.
@@ -75,14 +77,15 @@ def test_smtp_rejection_is_dead_and_the_rest_still_goes(store):
     with SmtpSink(refuse={"bad@example.com"}) as sink:
         store = smtp_store(store, sink)
         add_users(store, {"id": "bad", "email": "bad@example.com"}, {"id": "good"})
-        plan(store, "email", "bad", {"creative": "winback"})
-        plan(store, "email", "good", {"creative": "winback"})
+        bad = plan_with_offer(store, "email", "bad", {"creative": "winback"})
+        plan_with_offer(store, "email", "good", {"creative": "winback"})
         with build_channels(store.settings) as channels:
             report = dispatch_until_idle(store, now=T0, worker_id="w", channels=channels)
-        assert report.outcomes == {"dead": 1, "sent": 1}
-        rows = outbox_rows(store)
-        assert (rows[0]["state"], rows[0]["reason"]) == ("dead", "rejected")
-        assert rows[0]["last_error"] == "SMTP 550 5.1.1 no such user"
+        # Two coupons issued, one email sent, one refused.
+        assert report.outcomes == {"dead": 1, "sent": 3}
+        row = {r["id"]: r for r in outbox_rows(store)}[bad]
+        assert (row["state"], row["reason"]) == ("dead", "rejected")
+        assert row["last_error"] == "SMTP 550 5.1.1 no such user"
         assert [str(m["To"]) for m in sink.messages] == ["good@example.com"]
 
 
@@ -91,9 +94,32 @@ def test_server_down_is_retried(store):
         store, email={"backend": "smtp", "host": "127.0.0.1", "port": 9}, retry={"base": "1m"}
     )
     add_users(store, {"id": "u1"})
-    plan(store, "email", "u1", {"creative": "winback"})
+    email = plan_with_offer(store, "email", "u1", {"creative": "winback"})
     channels = ChannelSet({"email": SmtpChannel("127.0.0.1", 9, timeout=5)})
     report = dispatch_until_idle(store, now=T0, worker_id="w", channels=channels)
-    assert report.outcomes == {"retry": 1}
-    row = outbox_rows(store)[0]
+    assert report.outcomes == {"sent": 1, "retry": 1}  # the coupon is issued; the email waits
+    row = {r["id"]: r for r in outbox_rows(store)}[email]
     assert row["state"] == "planned" and row["last_error"].startswith("SMTP 127.0.0.1:9: ")
+
+
+def test_coupon_creative_without_a_coupon_is_skipped_never_sent(store):
+    """A winback email whose decision has no coupon action has no discount to state: the
+    template aborts, so the message is skipped rather than sent with a blank amount."""
+    with SmtpSink() as sink:
+        store = smtp_store(store, sink)
+        add_users(store, {"id": "en", "locale": "en"}, {"id": "zh", "locale": "zh-CN"})
+        plan(store, "email", "en", {"creative": "winback"})
+        plan(store, "email", "zh", {"creative": "winback"})
+        with build_channels(store.settings) as channels:
+            report = dispatch_until_idle(store, now=T0, worker_id="w", channels=channels)
+        # The outbox reason keeps the first 64 characters of "template: <abort reason>".
+        reason = "template: no discount to show: the rule needs a coupon action wi"
+        assert report.outcomes == {"skipped": 2}
+        assert report.reasons == {reason: 2}
+        assert [(r["user_id"], r["state"], r["reason"]) for r in outbox_rows(store)] == [
+            ("en", "skipped", reason),
+            ("zh", "skipped", reason),
+        ]
+        assert sink.messages == []
+        with store.connect() as connection:
+            assert connection.exec_driver_sql("SELECT count(*) FROM coupons").scalar_one() == 0
