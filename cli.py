@@ -457,7 +457,7 @@ def check(
         print_json(report.as_dict())
     else:
         for diagnostic in report.diagnostics:
-            typer.echo(diagnostic.render())
+            typer.echo(diagnostic.render(relative_to=Path.cwd()))
         for rule_id, times in report.schedules.items():
             typer.echo(f"{rule_id}: next fire times " + ", ".join(t.isoformat() for t in times))
         typer.echo(report.summary())
@@ -481,7 +481,7 @@ def test_rules(
     settings = load_settings()
     ruleset = load_ruleset(settings)
     for diagnostic in ruleset.diagnostics:
-        typer.echo(diagnostic.render(), err=True)
+        typer.echo(diagnostic.render(relative_to=Path.cwd()), err=True)
     run = run_rule_tests(settings, path or settings.rules_dir / "tests", ruleset)
     if json_output:
         print_json(run.as_dict())

@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -744,6 +745,9 @@ def _bind(params: dict, dialect: str) -> dict:
 # Measuring
 
 
+SCRATCH_NAME = re.compile(r"plan_scratch_[0-9a-f]+")
+
+
 class StatementTimer:
     """Time spent per rule in each kind of statement (SQLAlchemy cursor events)."""
 
@@ -751,8 +755,15 @@ class StatementTimer:
         self.current: str | None = None
         self.seconds: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.selects: dict[str, tuple[str, object]] = {}
+        # Time per statement shape (its first words), to find what dominates "other".
+        self.shapes: dict[str, float] = defaultdict(float)
+        self.engine = engine
         sa.event.listen(engine, "before_cursor_execute", self._before)
         sa.event.listen(engine, "after_cursor_execute", self._after)
+
+    def close(self) -> None:
+        sa.event.remove(self.engine, "before_cursor_execute", self._before)
+        sa.event.remove(self.engine, "after_cursor_execute", self._after)
 
     def _before(self, conn, cursor, statement, parameters, context, executemany):
         conn.info["bench_started"] = clock.monotonic()
@@ -772,6 +783,12 @@ class StatementTimer:
         else:
             kind = "other"
         self.seconds[self.current][kind] += elapsed
+        shape = SCRATCH_NAME.sub("plan_scratch_*", " ".join(statement.split()))
+        self.shapes[shape[:90]] += elapsed
+
+    def slowest(self, count: int = 8) -> list[tuple[float, str]]:
+        ranked = sorted(((round(t, 3), shape) for shape, t in self.shapes.items()), reverse=True)
+        return ranked[:count]
 
 
 def run_engine(store: Store, ruleset: RuleSet, at: datetime, timer: StatementTimer):
@@ -901,8 +918,11 @@ def bench_backend(url: str, args, rules_dir: Path, project: Path) -> dict:
         timer = StatementTimer(store.engine)
         evaluation, engine_walls, engine_total = run_engine(store, ruleset, T, timer)
         equality = compare(store, evaluation)
-        timer.current = None
-        tick, tick_walls, tick_total = run_engine(store, ruleset, T + timedelta(minutes=1), timer)
+        timer.close()
+        tick_timer = StatementTimer(store.engine)
+        tick_at = T + timedelta(minutes=1)
+        tick, tick_walls, tick_total = run_engine(store, ruleset, tick_at, tick_timer)
+        result["slowest_statements"] = {"run": timer.slowest(), "tick": tick_timer.slowest()}
         result["rules"] = []
         for outcome in evaluation.outcomes:
             rule_id = outcome.rule_id
@@ -1048,6 +1068,9 @@ def render(results: dict) -> str:
             f"(rules {totals['tick_rules_s']:.3f} s; target < 1 s)",
             f"same rows as hand-written SQL:  {'yes' if totals['all_equal'] else 'NO'}",
         ]
+        for phase, ranked in data.get("slowest_statements", {}).items():
+            lines += ["", f"slowest statement shapes ({phase}, summed over rules):"]
+            lines += [f"  {seconds:8.3f} s  {shape}" for seconds, shape in ranked]
         for rule_id, plans in data.get("explain", {}).items():
             for who, plan in plans.items():
                 lines += ["", f"-- plan of {rule_id} ({who}):", plan]

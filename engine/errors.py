@@ -7,6 +7,7 @@ else is a bug and keeps its traceback.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class NudgeError(Exception):
@@ -58,8 +59,20 @@ class Diagnostic:
     severity: str = "error"
     source_line: str | None = None
 
-    def render(self) -> str:
-        head = f"{self.location}: {self.severity}: {self.message}"
+    def render(self, relative_to: Path | None = None) -> str:
+        """`file:line:col: severity: message`, the source line and a caret.
+
+        With `relative_to`, a path inside that folder is shown relative to it, as
+        compilers do, so the output stays short and clickable in editors.
+        """
+        where = str(self.location)
+        if relative_to is not None:
+            try:
+                shown = Path(self.location.path).relative_to(relative_to)
+                where = str(Location(str(shown), self.location.line, self.location.column))
+            except ValueError:
+                pass
+        head = f"{where}: {self.severity}: {self.message}"
         if self.source_line is None:
             return head
         caret_at = max((self.location.column or 1) - 1, 0)
