@@ -9,7 +9,6 @@ send time for some users only.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
@@ -17,37 +16,19 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from engine import durations
 from engine.clock import ensure_aware
 from engine.config import Settings
 from engine.creatives.links import sign_token
+from engine.store.profiles import PROFILE_COLUMNS
 
 SAFE_USER_FIELDS = ("name", "first_name", "locale", "member_tier", "country", "timezone")
-PROFILE_FIELDS = (
-    "first_seen_at",
-    "last_seen_at",
-    "signup_at",
-    "first_purchase_at",
-    "last_purchase_at",
-    "last_visit_at",
-    "purchase_count",
-    "refund_count",
-    "total_spent",
-    "avg_order_value",
-    "event_count",
-)
 OFFER_FACTS = ("value", "currency", "percent_off", "min_order", "expires_at", "code")
-_DURATION = re.compile(r"^\s*(\d+)\s*([wdhm])\s*$")
-_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes"}
-
-
 def parse_duration(value: Any) -> timedelta:
-    """`14d`, `12h`, `2w`, `30m` (the rule files' duration syntax)."""
+    """`14d`, `12h`, `2w`, `30m`: the rule files' duration syntax (engine/durations.py)."""
     if isinstance(value, timedelta):
         return value
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"invalid duration {value!r}: expected e.g. 14d, 12h, 2w")
-    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+    return durations.parse_duration(str(value))
 
 
 def _decimal(value: Any, key: str) -> Decimal | None:
@@ -129,7 +110,7 @@ def build_context(
     zone = _zone(safe["timezone"], settings.tz)
     safe["timezone"] = zone.key
     profile_source = user.get("profile") or user
-    profile = {key: profile_source.get(key) for key in PROFILE_FIELDS}
+    profile = {key: profile_source.get(key) for key in PROFILE_COLUMNS}
     user_id = user.get("id")
     token = sign_token(secret, str(user_id), rule_id) if secret and user_id else None
     return {

@@ -67,6 +67,8 @@ def test_check_json_and_schedule_fire_times(project):
     assert fire_times[1] - fire_times[0] == timedelta(days=7)
 
 
+# `nudge test` always runs on its own throw-away SQLite file: one backend is enough.
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_shipped_rule_tests_pass_and_a_wrong_expectation_fails(project, tmp_path):
     shutil.copytree(REPO / "rules", project.rules_dir)
     result = invoke("test")
