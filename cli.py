@@ -459,7 +459,8 @@ def check(
         for diagnostic in report.diagnostics:
             typer.echo(diagnostic.render(relative_to=Path.cwd()))
         for rule_id, times in report.schedules.items():
-            typer.echo(f"{rule_id}: next fire times " + ", ".join(t.isoformat() for t in times))
+            shown = ", ".join(t.isoformat() for t in times) or "none within its flight"
+            typer.echo(f"{rule_id}: next fire times {shown}")
         typer.echo(report.summary())
     raise typer.Exit(1 if report.errors else 0)
 

@@ -54,6 +54,7 @@ def check_project(settings: Settings, *, use_store: bool = True, now: datetime |
     ruleset = load_ruleset(settings)
     report = CheckReport(rules=sorted(ruleset.rules), diagnostics=list(ruleset.diagnostics))
     report.schedules = _schedules(settings, ruleset, now)
+    report.diagnostics += _flights_over(ruleset, now)
     report.diagnostics += _creatives(settings, ruleset)
     if use_store:
         report.diagnostics += _matches_nobody(settings, ruleset, now)
@@ -63,11 +64,33 @@ def check_project(settings: Settings, *, use_store: bool = True, now: datetime |
 def _schedules(settings: Settings, ruleset: RuleSet, now: datetime) -> dict[str, list[datetime]]:
     from engine.triggers.schedule import next_fire_times
 
-    return {
-        rule_id: next_fire_times(compiled.spec.trigger.value, settings.tz, now, 3)
-        for rule_id, compiled in sorted(ruleset.rules.items())
-        if compiled.spec.trigger.kind == "schedule"
-    }
+    schedules = {}
+    for rule_id, compiled in sorted(ruleset.rules.items()):
+        spec = compiled.spec
+        if spec.trigger.kind != "schedule":
+            continue
+        start = max(now, spec.flight_start) if spec.flight_start else now
+        times = next_fire_times(spec.trigger.value, settings.tz, start, 3)
+        # Fire times outside the flight plan nothing: list only those that can act.
+        schedules[rule_id] = [t for t in times if spec.in_flight(t)]
+    return schedules
+
+
+def _flights_over(ruleset: RuleSet, now: datetime) -> list[Diagnostic]:
+    """A rule whose flight has ended can never act again: say so."""
+    found = []
+    for rule_id, compiled in sorted(ruleset.rules.items()):
+        end = compiled.spec.flight_end
+        if end is not None and end <= now:
+            found.append(
+                compiled.rule.diagnostic(
+                    "flight.end",
+                    f"rule {rule_id!r}: its flight ended at {end.isoformat()}; "
+                    "it will not act again",
+                    severity="warning",
+                )
+            )
+    return found
 
 
 def creative_uses(ruleset: RuleSet):
