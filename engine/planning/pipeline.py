@@ -164,6 +164,7 @@ def plan_rule(
     )
     scratch = _scratch_table(connection)
     connection.execute(scratch.insert().from_select([c.name for c in scratch.c], candidates))
+    _settle(connection, scratch, spec)
     _count(connection, scratch, outcome)
     _record_decisions(connection, scratch, run_id, spec.rule_id, at)
     if spec.status == "active":
@@ -229,7 +230,8 @@ def _candidates(
     if ev is not None:
         joined = joined.join(ev, ev.c.id == occ.c.event_id)
     key = sa.literal("once", sa.String) if spec.once_per_user else occ.c.occurrence_key
-    unless = compile_conditions(spec.unless, sources) if spec.unless else sa.false()
+    # `unless` is a list of exit conditions: any one of them holding stops the user.
+    unless = sa.or_(sa.false(), *(compile_conditions([e], sources) for e in spec.unless))
     filters = [_not_decided(spec.rule_id, occ.c.user_id, key)]
     if spec.when:
         filters.append(compile_conditions(spec.when, sources))
@@ -305,31 +307,41 @@ def _decide(spec: PlanSpec, matched, at: datetime, superiors, salt: str, dialect
     if spec.holdout > 0:
         held_out = bucket("holdout") < holdout_basis_points(spec.holdout)
     variant = variant_sql(bucket("variant"), spec.variants)
-    success = "planned" if spec.status == "active" else "shadow"
-    outcome = sa.case(
-        *((condition, sa.literal("suppressed")) for condition, _ in checks),
-        (held_out, sa.literal("held_out")),
-        else_=sa.literal(success),
-    )
+    # Each check is evaluated once, into `reason`; outcome and the treated variant are
+    # derived from the stored columns afterwards (_settle), so no correlated subquery
+    # runs more than once per row.
     reason = sa.case(
         *((condition, sa.literal(name)) for condition, name in checks),
         else_=sa.null(),
-    )
-    # Only users who get the actions have a variant: the control group and the
-    # suppressed are compared against all variants together.
-    treated_variant = sa.case(
-        *((condition, sa.null()) for condition, _ in checks),
-        (held_out, sa.null()),
-        else_=variant,
     )
     return sa.select(
         matched.c.user_id,
         matched.c.occurrence_key,
         matched.c.occurred_at,
-        outcome.label("outcome"),
+        sa.null().label("outcome"),
         reason.label("reason"),
-        treated_variant.label("variant"),
+        variant.label("variant"),
+        held_out.label("held_out"),
     ).select_from(matched.join(u, u.c.id == matched.c.user_id))
+
+
+def _settle(connection, scratch: sa.Table, spec: PlanSpec) -> None:
+    """Outcome from reason and holdout; only treated users keep a variant.
+
+    The control group and the suppressed are compared against all variants together.
+    """
+    success = "planned" if spec.status == "active" else "shadow"
+    treated = sa.and_(scratch.c.reason.is_(None), scratch.c.held_out.is_(False))
+    connection.execute(
+        scratch.update().values(
+            outcome=sa.case(
+                (scratch.c.reason.is_not(None), sa.literal("suppressed")),
+                (scratch.c.held_out.is_(True), sa.literal("held_out")),
+                else_=sa.literal(success),
+            ),
+            variant=sa.case((treated, scratch.c.variant), else_=sa.null()),
+        )
+    )
 
 
 def _scratch_table(connection: Connection) -> sa.Table:
@@ -343,6 +355,7 @@ def _scratch_table(connection: Connection) -> sa.Table:
         sa.Column("outcome", sa.String(16)),
         sa.Column("reason", sa.String(64)),
         sa.Column("variant", sa.String(64)),
+        sa.Column("held_out", sa.Boolean),
         prefixes=["TEMPORARY"],
     )
     table.create(connection)

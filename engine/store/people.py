@@ -126,6 +126,8 @@ class StageMembership(SQLModel, table=True):
     __table_args__ = (
         Index("ix_stage_memberships_user_open", "user_id", "exited_at"),
         Index("ix_stage_memberships_stage_entered", "stage", "entered_at"),
+        # The stage trigger's steady-state tick reads entries recorded since its last run.
+        Index("ix_stage_memberships_stage_recorded", "stage", "recorded_at"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))

@@ -74,6 +74,8 @@ class OutboxAction(SQLModel, table=True):
     __table_args__ = (
         Index("ix_outbox_state_due", "state", "next_attempt_at"),
         Index("ix_outbox_user", "user_id", "channel", "created_at"),
+        Index("ix_outbox_decision", "decision_id"),
+        Index("ix_outbox_run", "run_id"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))

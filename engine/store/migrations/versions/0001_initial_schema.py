@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 20:07:25.912196
+Create Date: 2026-11-23 21:18:17.198579
 """
 
 from collections.abc import Sequence
@@ -225,6 +225,8 @@ def upgrade() -> None:
         sa.UniqueConstraint("idempotency_key"),
     )
     with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.create_index("ix_outbox_decision", ["decision_id"], unique=False)
+        batch_op.create_index("ix_outbox_run", ["run_id"], unique=False)
         batch_op.create_index("ix_outbox_state_due", ["state", "next_attempt_at"], unique=False)
         batch_op.create_index("ix_outbox_user", ["user_id", "channel", "created_at"], unique=False)
 
@@ -294,6 +296,9 @@ def upgrade() -> None:
             "ix_stage_memberships_stage_entered", ["stage", "entered_at"], unique=False
         )
         batch_op.create_index(
+            "ix_stage_memberships_stage_recorded", ["stage", "recorded_at"], unique=False
+        )
+        batch_op.create_index(
             "ix_stage_memberships_user_open", ["user_id", "exited_at"], unique=False
         )
 
@@ -359,6 +364,7 @@ def downgrade() -> None:
     op.drop_table("unsubscribe_tokens")
     with op.batch_alter_table("stage_memberships", schema=None) as batch_op:
         batch_op.drop_index("ix_stage_memberships_user_open")
+        batch_op.drop_index("ix_stage_memberships_stage_recorded")
         batch_op.drop_index("ix_stage_memberships_stage_entered")
 
     op.drop_table("stage_memberships")
@@ -374,6 +380,8 @@ def downgrade() -> None:
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.drop_index("ix_outbox_user")
         batch_op.drop_index("ix_outbox_state_due")
+        batch_op.drop_index("ix_outbox_run")
+        batch_op.drop_index("ix_outbox_decision")
 
     op.drop_table("outbox")
     op.drop_table("lifecycle_marks")
