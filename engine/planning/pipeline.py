@@ -237,20 +237,34 @@ def _candidates(
         filters.append(compile_conditions(spec.when, sources))
     if user_id is not None:
         filters.append(occ.c.user_id == user_id)
-    # One row per (user, occurrence key): two events of one user in one tick under
-    # `once: per_user` must not be planned twice.
-    matched = (
-        sa.select(
-            occ.c.user_id,
-            key.label("occurrence_key"),
-            sa.func.min(occ.c.occurred_at).label("occurred_at"),
-            sa.func.max(sa.case((unless, 1), else_=0)).label("unless_hit"),
+    # One row per (user, occurrence key). Only `once: per_user` on an event or after
+    # trigger can yield several (two events of one user in one tick, one key): group
+    # then, and spare every other rule a sort of its whole audience.
+    if spec.once_per_user and spec.trigger.kind in ("event", "after"):
+        matched = (
+            sa.select(
+                occ.c.user_id,
+                key.label("occurrence_key"),
+                sa.func.min(occ.c.occurred_at).label("occurred_at"),
+                sa.func.max(sa.case((unless, 1), else_=0)).label("unless_hit"),
+            )
+            .select_from(joined)
+            .where(*filters)
+            .group_by(occ.c.user_id, key)
+            .subquery("matched")
         )
-        .select_from(joined)
-        .where(*filters)
-        .group_by(occ.c.user_id, key)
-        .subquery("matched")
-    )
+    else:
+        matched = (
+            sa.select(
+                occ.c.user_id,
+                key.label("occurrence_key"),
+                occ.c.occurred_at,
+                sa.case((unless, 1), else_=0).label("unless_hit"),
+            )
+            .select_from(joined)
+            .where(*filters)
+            .subquery("matched")
+        )
     return _decide(spec, matched, sources.at, superiors, salt, dialect)
 
 
