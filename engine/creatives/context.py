@@ -24,6 +24,8 @@ from engine.store.profiles import PROFILE_COLUMNS
 
 SAFE_USER_FIELDS = ("name", "first_name", "locale", "member_tier", "country", "timezone")
 OFFER_FACTS = ("value", "currency", "percent_off", "min_order", "expires_at", "code")
+
+
 def parse_duration(value: Any) -> timedelta:
     """`14d`, `12h`, `2w`, `30m`: the rule files' duration syntax (engine/durations.py)."""
     if isinstance(value, timedelta):
