@@ -132,7 +132,9 @@ def plan_rule(
         connection=connection,
         settings=settings,
         at=at,
-        watermark=None if user_id is not None else _watermark(connection, spec, at),
+        # The same watermark for a one-user evaluation, so that explain and
+        # `dry-run --user` say exactly what the sweep would do.
+        watermark=_watermark(connection, spec, at),
     )
     if spec.status == "paused":
         outcome.status = "paused"
