@@ -156,3 +156,30 @@ def test_explain_unknown_user(store, project, tmp_path):
     result = invoke("explain", "m999", "--rule", "winback")
     assert result.exit_code == 1
     assert result.output == "Error: no user 'm999' (did you mean 'm9'?)\n"
+
+
+def test_explain_follows_the_stage_watermark_like_the_sweep(store, project, tmp_path):
+    """An entry considered by an earlier run is not reconsidered: explain says so too."""
+    write_rule(project, "winback", WINBACK)
+    lapsed_members(store, tmp_path)
+    ruleset = load_ruleset(project)
+    evaluate(store, ruleset, at=T)
+    # m0 (silver, 150 spent) did not match at T; a late-arriving purchase lifts it.
+    ingest(
+        store,
+        tmp_path,
+        now=T,
+        events=[
+            {
+                "user": "m0",
+                "type": "purchase",
+                "amount": 500,
+                "at": (T - timedelta(days=100)).isoformat(),
+            }
+        ],
+    )
+    later = T + timedelta(hours=1)
+    verdict = explain_user(store, ruleset, "m0", "winback", at=later)["verdict"]
+    sweep = evaluate(store, ruleset, at=later).outcomes[0]
+    assert verdict["outcome"] == "not_matched"
+    assert sweep.planned == sweep.held_out == 0 and sweep.suppressed == {}
