@@ -60,6 +60,7 @@ def build_landing_site(
         by_creative.setdefault(use.creative, []).append(use)
     for name in list_creatives(settings):
         creative = open_creative(settings, name)
+        sampled = name not in by_creative
         targets = by_creative.get(name) or [CreativeUse("sample", name, None, {})]
         seen: set[tuple[str | None, str]] = set()
         for use in targets:
@@ -69,7 +70,8 @@ def build_landing_site(
                 seen.add((use.variant, locale))
                 context = build_context(
                     _anonymous(locale),
-                    sample_offer(use.offer or None, settings.shop.currency),
+                    # A rule without a coupon has no offer: never show an invented one.
+                    sample_offer(None if sampled else use.offer, settings.shop.currency),
                     rule_id=use.rule_id,
                     variant=use.variant,
                     settings=settings,
