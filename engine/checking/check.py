@@ -111,10 +111,8 @@ def creative_uses(ruleset: RuleSet):
 
 
 def _creatives(settings: Settings, ruleset: RuleSet) -> list[Diagnostic]:
-    try:
-        from engine.creatives.checks import check_creatives
-    except ImportError:  # creatives are optional in a project without templates/
-        return []
+    from engine.creatives.checks import check_creatives
+
     return list(check_creatives(settings, creative_uses(ruleset)))
 
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from engine.errors import NotFoundError
 from engine.planning.assignment import bucket, holdout_basis_points, variant_for_bucket
 from engine.planning.pipeline import build_sources, consent_sql
-from engine.planning.runner import _refresh_stages, evaluate
+from engine.planning.runner import evaluate, refresh_stages_up_to
 from engine.store import Store
 from engine.store.people import User
 from engine.store.planning import Decision
@@ -49,7 +49,7 @@ def explain_user(
             )
             if user is None:
                 raise NotFoundError(_missing_user(connection, user_id))
-            _refresh_stages(connection, store, at)
+            refresh_stages_up_to(connection, store, at)
             sources = build_sources(connection, settings, at, spec.event_trigger)
             trigger_ctx = TriggerContext(connection=connection, settings=settings, at=at)
             occurrence_query = occurrences_for(spec.trigger, trigger_ctx)

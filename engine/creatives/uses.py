@@ -15,11 +15,9 @@ def creative_uses_from_rules(settings: Settings) -> list[CreativeUse]:
     """Every (rule, variant) naming a creative; invalid rules are left to `nudge check`."""
     if not settings.rules_dir.is_dir():
         return []
-    try:
-        from engine.checking.check import creative_uses
-        from engine.planning.compile import load_ruleset
-    except ImportError:  # an engine without the rules layer: creatives use sample offers
-        return []
+    from engine.checking.check import creative_uses
+    from engine.planning.compile import load_ruleset
+
     return creative_uses(load_ruleset(settings))
 
 

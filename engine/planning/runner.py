@@ -101,7 +101,7 @@ def evaluate(
         with store.connect() as connection:
             transaction = connection.begin()
             try:
-                result.stage_entries = _refresh_stages(connection, store, at)
+                result.stage_entries = refresh_stages_up_to(connection, store, at)
                 for rule in chosen:
                     result.outcomes.append(
                         _plan_isolated(connection, rule, chosen, store, at, user_id, mode, True)
@@ -110,7 +110,7 @@ def evaluate(
                 transaction.rollback()
         return result
     with store.begin() as connection:
-        result.stage_entries = _refresh_stages(connection, store, at)
+        result.stage_entries = refresh_stages_up_to(connection, store, at)
     for rule in chosen:
         with store.connect() as connection, connection.begin():
             result.outcomes.append(
@@ -144,7 +144,7 @@ def _plan_isolated(connection, rule, chosen, store, at, user_id, mode, dry_run) 
     return outcome
 
 
-def _refresh_stages(connection: Connection, store: Store, at: datetime) -> dict[str, int]:
+def refresh_stages_up_to(connection: Connection, store: Store, at: datetime) -> dict[str, int]:
     """Record stage entries up to T, unless the history already goes past T.
 
     Rewriting history for an evaluation in the past would make the stage trigger fire
