@@ -12,6 +12,7 @@ import difflib
 import os
 import re
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -33,9 +34,19 @@ class ShopSettings(_Section):
     name: str = "My Shop"
     timezone: str = "UTC"
     currency: str = "CNY"
-    # Digits only, no "+": prepended to local phone numbers (E.164) for SMS and ads.
+    # ISO 3166-1 alpha-2: the region of a phone number written without "+" when the
+    # user has no country of their own (engine/phones.py).
+    country: str = "CN"
+    # Digits only, no "+": kept for older nudge.toml files; `country` decides.
     phone_country_code: str = "86"
     locale: str = "zh-CN"
+
+    @field_validator("country")
+    @classmethod
+    def _iso_country(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Z]{2}", value):
+            raise ValueError(f"{value!r} is not an ISO 3166 country code like 'CN' or 'US'")
+        return value
 
     @field_validator("currency")
     @classmethod
@@ -78,6 +89,31 @@ class LifecycleSettings(_Section):
     vip_tiers: tuple[str, ...] = ("platinum",)
 
 
+class CurrencySettings(_Section):
+    """Exchange rates into the shop currency: `rates = {USD = 7.1}` means 1 USD = 7.1
+    of the shop currency. A purchase in a currency without a rate is rejected at
+    ingest: amounts in different currencies are never added up."""
+
+    rates: dict[str, Decimal] = Field(default_factory=dict)
+
+    @field_validator("rates")
+    @classmethod
+    def _positive_rates(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        for code, rate in value.items():
+            if not re.fullmatch(r"[A-Z]{3}", code):
+                raise ValueError(f"{code!r} is not an ISO 4217 currency code like 'USD'")
+            if not rate.is_finite() or rate <= 0:
+                raise ValueError(f"the rate of {code} must be a positive number, got {rate}")
+        return value
+
+
+class EventsSettings(_Section):
+    """Event types the shop sends, besides those already ingested: `nudge check`
+    warns about a rule that names a type outside both (a typo such as `purchse`)."""
+
+    known: tuple[str, ...] = ()
+
+
 class RulesSettings(_Section):
     folder: str = "rules"
     templates: str = "templates"
@@ -94,6 +130,8 @@ class Settings(BaseModel):
     database: DatabaseSettings = DatabaseSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     rules: RulesSettings = RulesSettings()
+    currency: CurrencySettings = CurrencySettings()
+    events: EventsSettings = EventsSettings()
     # Sections owned by later subsystems (delivery, caps, channels) are kept raw here
     # and validated by their owners, so an older engine still reads a newer file.
     delivery: dict[str, Any] = Field(default_factory=dict)

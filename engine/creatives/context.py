@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,6 +20,7 @@ from engine import durations
 from engine.clock import ensure_aware
 from engine.config import Settings
 from engine.creatives.links import sign_token
+from engine.localtime import day_end, first_instant_at_or_after
 from engine.store.profiles import PROFILE_COLUMNS
 
 SAFE_USER_FIELDS = ("name", "first_name", "locale", "member_tier", "country", "timezone")
@@ -47,9 +48,9 @@ def _instant(value: Any, tz: ZoneInfo) -> datetime:
         return ensure_aware(value)
     if isinstance(value, date):
         # An offer "until 2026-11-11" lasts to the end of that day in the shop's zone.
-        return datetime.combine(value, time(23, 59, 59), tzinfo=tz)
+        return day_end(value, tz) - timedelta(seconds=1)
     parsed = datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+    return parsed if parsed.tzinfo else first_instant_at_or_after(parsed, tz)
 
 
 def normalize_offer(offer: Mapping[str, Any], *, now: datetime, settings: Settings) -> dict:

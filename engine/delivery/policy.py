@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from engine.delivery.config import SendWindow
 from engine.delivery.context import DeliveryContext, Outcome, PlannedAction
+from engine.localtime import first_instant_at_or_after
 from engine.store.planning import OutboxAction
 
 outbox = OutboxAction.__table__
@@ -78,10 +79,11 @@ def next_window_start(now: datetime, window: SendWindow, zone: ZoneInfo) -> date
     inside = start <= clock < end if start < end else (clock >= start or clock < end)
     if inside:
         return None
-    opening = datetime.combine(local.date(), start, tzinfo=zone)
-    if opening <= local:
-        opening = datetime.combine(local.date() + timedelta(days=1), start, tzinfo=zone)
-    # Round-trip through UTC so a start inside a DST gap lands on a real instant.
+    # A window opening inside a DST gap opens when the clocks resume.
+    opening = first_instant_at_or_after(datetime.combine(local.date(), start), zone)
+    if opening <= now:
+        tomorrow = datetime.combine(local.date() + timedelta(days=1), start)
+        opening = first_instant_at_or_after(tomorrow, zone)
     return opening.astimezone(now.tzinfo)
 
 

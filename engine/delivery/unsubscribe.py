@@ -22,12 +22,18 @@ tokens = UnsubscribeToken.__table__
 users = User.__table__
 
 
+def new_token() -> str:
+    """32 URL-safe characters that never start with "-": a token pasted after
+    `nudge unsubscribe` must not read as an option (it did, one time in 32)."""
+    return "u" + secrets.token_urlsafe(24)[1:]
+
+
 def ensure_tokens(connection: Connection, user_ids: Sequence[str], now: datetime) -> dict[str, str]:
     """The token of each user, created on first use (one INSERT, one SELECT)."""
     wanted = sorted(set(user_ids))
     if not wanted:
         return {}
-    rows = [{"token": secrets.token_urlsafe(24), "user_id": u, "created_at": now} for u in wanted]
+    rows = [{"token": new_token(), "user_id": u, "created_at": now} for u in wanted]
     connection.execute(dialect_insert(connection, tokens).on_conflict_do_nothing(), rows)
     query = sa.select(tokens.c.user_id, tokens.c.token).where(tokens.c.user_id.in_(wanted))
     return dict(connection.execute(query).all())

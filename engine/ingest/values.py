@@ -8,13 +8,15 @@ handled by the callers (they mean "not given").
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale
+
+from engine.localtime import NonexistentTimeError, wall_to_utc
 
 
 class RowError(ValueError):
@@ -116,15 +118,13 @@ def instant(value: Any, field: str, shop_zone: ZoneInfo) -> datetime:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         raise RowError(f"{field} is not an ISO 8601 time: {value!r}") from None
-    if parsed.tzinfo is not None:
-        return parsed.astimezone(UTC)
-    local = parsed.replace(tzinfo=shop_zone)
-    if local.astimezone(UTC).astimezone(shop_zone).replace(tzinfo=None) != parsed:
+    try:
+        return wall_to_utc(parsed, shop_zone)
+    except NonexistentTimeError:
         raise RowError(
             f"{field} {value!r} does not exist in {shop_zone.key} "
             "(clocks jump forward at that hour); give the time with its UTC offset"
-        )
-    return local.astimezone(UTC)
+        ) from None
 
 
 def _json_kind(value: Any) -> str:

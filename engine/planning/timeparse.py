@@ -6,6 +6,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from engine.errors import NudgeError
+from engine.localtime import NonexistentTimeError, wall_to_utc
 
 
 def parse_instant(value: str, zone: ZoneInfo) -> datetime:
@@ -17,6 +18,7 @@ def parse_instant(value: str, zone: ZoneInfo) -> datetime:
             f"--at: cannot read {value!r} as a time; use ISO 8601, "
             "e.g. 2026-11-11T20:00:00+08:00 or 2026-11-11T20:00"
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=zone)
-    return parsed
+    try:
+        return wall_to_utc(parsed, zone).astimezone(parsed.tzinfo or zone)
+    except NonexistentTimeError as exc:
+        raise NudgeError(f"--at: {exc}") from None

@@ -31,6 +31,7 @@ from pydantic import (
 
 from engine.durations import format_duration, parse_duration
 from engine.errors import Diagnostic, Location
+from engine.localtime import day_end, day_start, first_instant_at_or_after
 from engine.rules.located_text import LocatedText
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$"
@@ -242,8 +243,9 @@ def _instant(value: date | None, tz: ZoneInfo, *, end: bool) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return value if value.tzinfo is not None else value.replace(tzinfo=tz)
-    return datetime.combine(value + timedelta(days=1 if end else 0), time(), tzinfo=tz)
+        # A flight time the zone skips starts (or ends) when the clocks resume.
+        return first_instant_at_or_after(value, tz) if value.tzinfo is None else value
+    return day_end(value, tz) if end else day_start(value, tz)
 
 
 Clock = Annotated[str, StringConstraints(pattern=CLOCK_PATTERN)]

@@ -60,6 +60,10 @@ class Coupon(SQLModel, table=True):
     expires_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     redeemed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     redeemed_order_id: str | None = Field(default=None, max_length=128)
+    # Set when the message carrying the code was skipped or went dead: the shopper
+    # never saw it, so it is not redeemable and costs nothing.
+    voided_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    void_reason: str | None = Field(default=None, max_length=64)
 
 
 class CouponRedemption(SQLModel, table=True):
@@ -67,7 +71,7 @@ class CouponRedemption(SQLModel, table=True):
 
     One row per event (unique), so processing the same purchases again is a no-op,
     and refused codes stay visible: outcome redeemed | unknown | expired | foreign |
-    already_used.
+    already_used | void | wrong_currency | below_min_order, with `detail` in words.
     """
 
     __tablename__ = "coupon_redemptions"
@@ -80,6 +84,8 @@ class CouponRedemption(SQLModel, table=True):
     coupon_id: int | None = Field(default=None, sa_column=Column(BigId))
     order_id: str | None = Field(default=None, max_length=128)
     outcome: str = Field(max_length=16)
+    # Why a code was refused, in words a support agent can repeat to the shopper.
+    detail: str | None = Field(default=None, sa_column=Column(Text))
     occurred_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     processed_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
 

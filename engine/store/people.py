@@ -74,8 +74,14 @@ class Event(SQLModel, table=True):
     user_id: str = Field(max_length=128)
     type: str = Field(max_length=64)
     occurred_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    # In the shop currency: a purchase in another currency is converted at ingest
+    # ([currency] rates), so every sum, profile and KPI adds like with like.
     amount: Decimal | None = Field(default=None, sa_column=Column(Money))
     currency: str | None = Field(default=None, max_length=3)
+    # What the shop sent, when it was another currency (coupon redemption compares
+    # a coupon's currency and minimum order with these).
+    original_amount: Decimal | None = Field(default=None, sa_column=Column(Money))
+    original_currency: str | None = Field(default=None, max_length=3)
     order_id: str | None = Field(default=None, max_length=128)
     coupon_code: str | None = Field(default=None, max_length=64)
     utm_source: str | None = Field(default=None, max_length=128)

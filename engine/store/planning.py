@@ -61,6 +61,15 @@ class Decision(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=64)
     variant: str | None = Field(default=None, max_length=64)
     decided_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    # When the occurrence happened (the event's time, the stage's natural entry, the
+    # schedule slot; for a follow-up, when it fell due): what `after:` waits from.
+    occurred_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # The start of the chain: the occurrence itself, or for a follow-up the original
+    # occurrence it follows (the add-to-cart of `after: cart-seen`). `since="trigger"`
+    # windows start here, at planning, at send time and in explain alike.
+    trigger_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # The triggering event of an event rule, so `unless` can read its fields at send time.
+    event_id: int | None = Field(default=None, sa_column=Column(BigId))
 
 
 class OutboxAction(SQLModel, table=True):
