@@ -1,4 +1,4 @@
-"""File formats of the ad platforms (../shared/specs/audiences.md).
+"""File formats of the ad platforms (docs/specs/audiences.md).
 
 Each platform gets the identifiers of a user normalised and hashed its own way
 (`identifiers_for`), and a writer that turns pages of those into files:

@@ -1,4 +1,4 @@
-"""Per-platform normalisation and hashing of contact data (../shared/specs/audiences.md).
+"""Per-platform normalisation and hashing of contact data (docs/specs/audiences.md).
 
 Google and Meta normalise differently (Google removes dots in gmail addresses and
 keeps the `+` of phone numbers; Meta does neither), so there is one normaliser per

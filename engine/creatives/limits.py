@@ -1,4 +1,4 @@
-"""Ad text limits per platform field, from ../shared/specs/ad_text_limits.md.
+"""Ad text limits per platform field, from docs/specs/ad_text_limits.md.
 
 Widths are counted by engine.creatives.width.text_width on the rendered text.
 Meta only recommends its lengths, so they are warnings; the others are errors

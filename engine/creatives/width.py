@@ -1,6 +1,6 @@
 """Display width of ad text, SMS segments and characters ad platforms refuse.
 
-Width follows ../shared/specs/ad_text_limits.md: a character whose Unicode East Asian
+Width follows docs/specs/ad_text_limits.md: a character whose Unicode East Asian
 Width is W (wide) or F (fullwidth) counts 2, any other counts 1. Google counts each
 character of a double-width language as 2, so a 30-wide headline holds 15 Chinese
 characters; counting `len()` would let a Chinese headline run twice too long.

@@ -1,4 +1,5 @@
-"""The official Google and Meta test vectors (../shared/specs/audience_vectors.json), verbatim."""
+"""The official Google and Meta test vectors (tests/data/audience_vectors.json,
+copied verbatim from the project specs; see tests/data/README.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from engine.audiences.normalise import Rejected, normalise, normalise_and_hash, sha256_hex
 
-VECTORS_PATH = Path(__file__).resolve().parents[2].parent / "shared/specs/audience_vectors.json"
+VECTORS_PATH = Path(__file__).resolve().parents[1] / "data/audience_vectors.json"
 VECTORS = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
 CASES = [
     pytest.param(platform, case, id=f"{platform}-{case['field']}-{case['input'].strip()}")

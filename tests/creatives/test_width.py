@@ -1,4 +1,4 @@
-"""Width counting per ../shared/specs/ad_text_limits.md: W/F characters count 2."""
+"""Width counting per docs/specs/ad_text_limits.md: W/F characters count 2."""
 
 from __future__ import annotations
 
