@@ -32,7 +32,8 @@ def deliver(ctx, actions):
 
     from engine.actions.delivering import in_order, parse_params
     from engine.delivery.context import Outcome
-    from engine.store.delivery import AudienceMember, dialect_insert
+    from engine.store.delivery import AudienceMember
+    from engine.store.sql import dialect_insert
 
     members = AudienceMember.__table__
     good, bad = parse_params(actions, AudienceParams)

@@ -39,8 +39,8 @@ def deliver(ctx, actions):
 
     from engine.actions.delivering import in_order, parse_params
     from engine.delivery.context import Outcome
-    from engine.store.delivery import dialect_insert
     from engine.store.people import UserTag
+    from engine.store.sql import dialect_insert
 
     tags = UserTag.__table__
     good, bad = parse_params(actions, TagParams)

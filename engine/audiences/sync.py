@@ -24,7 +24,8 @@ from engine.audiences.members import (
 )
 from engine.errors import NotFoundError, NudgeError
 from engine.store import Store
-from engine.store.delivery import AudienceSync, AudienceSyncedMember, dialect_insert
+from engine.store.delivery import AudienceSync, AudienceSyncedMember
+from engine.store.sql import dialect_insert
 
 synced = AudienceSyncedMember.__table__
 syncs = AudienceSync.__table__

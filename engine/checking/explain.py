@@ -15,7 +15,8 @@ import sqlalchemy as sa
 
 from engine.errors import NotFoundError
 from engine.planning.assignment import bucket, holdout_basis_points, variant_for_bucket
-from engine.planning.pipeline import build_sources, consent_sql
+from engine.consent import channel_consent_sql
+from engine.planning.pipeline import build_sources
 from engine.planning.runner import evaluate, refresh_stages_up_to
 from engine.store import Store
 from engine.store.people import User
@@ -58,7 +59,7 @@ def explain_user(
             channels = {
                 channel: _truth(
                     connection.execute(
-                        sa.select(consent_sql(users, channel)).where(users.c.id == user_id)
+                        sa.select(channel_consent_sql(users, channel)).where(users.c.id == user_id)
                     ).scalar()
                 )
                 for channel in spec.contact_channels
@@ -297,7 +298,9 @@ def _funnel(connection, compiled, sources, occurrence_query) -> list[dict]:
         running.append(~compiled.compile_conditions([expression], sources))
         steps.append((f"unless {getattr(expression, 'source', expression)}", sa.and_(*running)))
     if spec.contact_channels:
-        running.append(sa.or_(*(consent_sql(u, channel) for channel in spec.contact_channels)))
+        running.append(
+            sa.or_(*(channel_consent_sql(u, channel) for channel in spec.contact_channels))
+        )
         steps.append(("consent: " + " or ".join(spec.contact_channels), sa.and_(*running)))
     columns = [sa.func.count(sa.distinct(occ.c.user_id)).label("s0")]
     for index, (_, predicate) in enumerate(steps, start=1):

@@ -335,6 +335,16 @@ class _Checker:
             if not node.value.strip():
                 raise _error(f"{function}(): {param.name} must not be empty", node)
             return replace(node, type=Type.STRING)
+        if param.kind == "anchor":
+            anchors = ("trigger",)
+            if not (isinstance(node, n.Literal) and node.value in anchors):
+                raise _error(
+                    f'{function}(): {param.name} must be "trigger" (the occurrence that '
+                    f'started the rule), as in {function}(..., since="trigger"); '
+                    f"not {node.source}",
+                    node,
+                )
+            return replace(node, type=Type.STRING)
         # duration: 7d, or "7d" as a string
         if isinstance(node, n.Literal) and isinstance(node.value, timedelta):
             return replace(node, type=Type.DURATION)

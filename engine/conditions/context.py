@@ -33,6 +33,9 @@ class CompileContext:
     - `event`: the triggering event (an alias of `events` joined by the caller), or
       None for rules not triggered by an event.
     - `segments`: checked named segments, name -> expression.
+    - `trigger_at`: per row, the instant the occurrence's chain started (a column of
+      the caller's occurrences), for `since="trigger"` windows; None where
+      conditions are evaluated without an occurrence.
     """
 
     now: datetime
@@ -41,6 +44,7 @@ class CompileContext:
     stage: ColumnElement | None = None
     event: FromClause | None = None
     segments: Mapping[str, Node] = field(default_factory=dict)
+    trigger_at: ColumnElement | None = None
 
     def __post_init__(self) -> None:
         ensure_aware(self.now)

@@ -30,7 +30,8 @@ decisions = Decision.__table__
 @dataclass(frozen=True, slots=True)
 class Param:
     """One parameter. `kind`: string (a quoted literal), duration (7d or "7d"),
-    timestamp (any timestamp expression) or field (a field name)."""
+    timestamp (any timestamp expression), field (a field name) or anchor (the quoted
+    name of an instant the window starts at: only "trigger" so far)."""
 
     name: str
     kind: str
@@ -64,12 +65,36 @@ def _within(call: Call) -> timedelta | None:
     return None if node is None else node.value
 
 
-def _window(column: ColumnElement, ctx: CompileContext, within: timedelta | None) -> list:
-    """(now - within, now]: never anything after T (DESIGN invariant 5)."""
+def _since_trigger(call: Call) -> bool:
+    node = call.argument("since")
+    return node is not None and node.value == "trigger"
+
+
+def _window(column: ColumnElement, ctx: CompileContext, call: Call) -> list:
+    """(now - within, now], and after the trigger with since="trigger".
+
+    Never anything after T (DESIGN invariant 5). "Since the trigger" is strictly after
+    the occurrence that started the chain (the triggering event itself is not counted),
+    a window anchored to the user's own occurrence rather than sliding with T: a
+    reminder stopped by a purchase stays stopped however late it is looked at.
+    """
     conditions = [column <= ctx.now]
+    within = _within(call)
     if within is not None:
         conditions.append(column > ctx.now - within)
+    if _since_trigger(call):
+        if ctx.trigger_at is None:
+            raise TriggerWindowUnavailable()
+        conditions.append(column > ctx.trigger_at)
     return conditions
+
+
+class TriggerWindowUnavailable(ValueError):
+    """since="trigger" compiled where no occurrence is at hand (e.g. a segment used
+    outside a rule, or audience exits): the callers that have one pass `trigger_at`."""
+
+    def __init__(self) -> None:
+        super().__init__('since="trigger" needs a triggering occurrence here')
 
 
 def event_rows(call: Call, ctx: CompileContext, event_type: str):
@@ -79,7 +104,7 @@ def event_rows(call: Call, ctx: CompileContext, event_type: str):
     where = [
         alias.c.user_id == ctx.users.c.id,
         alias.c.type == event_type,
-        *_window(alias.c.occurred_at, ctx, _within(call)),
+        *_window(alias.c.occurred_at, ctx, call),
     ]
     return alias, where
 
@@ -110,12 +135,17 @@ def compile_sum(call: Call, ctx: CompileContext) -> ColumnElement:
 
 
 def compile_received(call: Call, ctx: CompileContext) -> ColumnElement:
+    """Planned for the user, with an action that reached them or is on its way: a
+    message that was skipped (unsubscribed, capped...) or went dead was not received."""
+    from engine.triggers.after import reached
+
     alias = decisions.alias()
     return sa.exists().where(
         alias.c.user_id == ctx.users.c.id,
         alias.c.rule_id == _string(call, "rule_id"),
         alias.c.outcome == "planned",
-        *_window(alias.c.decided_at, ctx, _within(call)),
+        *_window(alias.c.decided_at, ctx, call),
+        reached(alias.c.id),
     )
 
 
@@ -125,6 +155,7 @@ def compile_has_tag(call: Call, ctx: CompileContext) -> ColumnElement:
 
 
 WITHIN = Param("within", "duration", required=False)
+SINCE = Param("since", "anchor", required=False)
 
 FUNCTIONS: dict[str, FunctionSpec] = {
     spec.name: spec
@@ -152,25 +183,28 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         ),
         FunctionSpec(
             "count",
-            (Param("event_type", "string"), WITHIN),
+            (Param("event_type", "string"), WITHIN, SINCE),
             Type.NUMBER,
-            "number of the user's events of that type in (now - within, now]",
+            "number of the user's events of that type in (now - within, now]; "
+            'with since="trigger", only those after the rule\'s trigger',
             'count("visit", within="7d") >= 3',
             compile_count,
         ),
         FunctionSpec(
             "sum",
-            (Param("amount", "string"), WITHIN),
+            (Param("amount", "string"), WITHIN, SINCE),
             Type.NUMBER,
-            "total amount of the user's events of that type in (now - within, now]",
+            "total amount (shop currency) of the user's events of that type in "
+            '(now - within, now]; with since="trigger", only those after the trigger',
             'sum("purchase.amount", within="30d") >= 500',
             compile_sum,
         ),
         FunctionSpec(
             "received",
-            (Param("rule_id", "string"), WITHIN),
+            (Param("rule_id", "string"), WITHIN, SINCE),
             Type.BOOL,
-            "a rule planned actions for the user in (now - within, now]",
+            "a rule's action reached the user (sent, or planned and on its way) in "
+            "(now - within, now]; skipped and dead actions do not count",
             'not received("welcome-email", within="14d")',
             compile_received,
         ),

@@ -17,7 +17,8 @@ from sqlalchemy import Connection
 from engine.actions.coupon import CouponParams
 from engine.coupons.codes import generate_code, normalise_code
 from engine.durations import parse_duration
-from engine.store.delivery import Coupon, dialect_insert
+from engine.store.delivery import Coupon
+from engine.store.sql import dialect_insert
 
 coupons = Coupon.__table__
 MAX_COLLISION_ROUNDS = 5

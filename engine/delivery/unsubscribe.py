@@ -15,8 +15,9 @@ from sqlalchemy import Connection
 
 from engine.errors import NotFoundError
 from engine.store import Store
-from engine.store.delivery import UnsubscribeToken, dialect_insert
+from engine.store.delivery import UnsubscribeToken
 from engine.store.people import User
+from engine.store.sql import dialect_insert
 
 tokens = UnsubscribeToken.__table__
 users = User.__table__

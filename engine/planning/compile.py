@@ -75,6 +75,7 @@ def _context(sources: Sources, segments):
         stage=sources.stage,
         event=sources.event,
         segments=segments,
+        trigger_at=sources.trigger_at,
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -25,12 +25,14 @@ from sqlalchemy import Connection
 
 from engine import clock
 from engine.config import Settings
+from engine.consent import channel_consent_sql
 from engine.planning.assignment import bucket_sql, holdout_basis_points, variant_sql
 from engine.planning.audience_exits import remove_unqualified
 from engine.planning.spec import PlanSpec
 from engine.store.people import Event, User
 from engine.store.planning import Decision, OutboxAction, Run
 from engine.store.profiles import profiles_as_of
+from engine.store.sql import dialect_insert
 from engine.store.types import JsonDocument, UTCDateTime
 from engine.triggers.base import TriggerContext
 from engine.triggers.registry import occurrences_for, slot_for
@@ -53,6 +55,9 @@ class Sources:
     profiles: sa.FromClause
     stage: sa.ColumnElement
     event: sa.FromClause | None
+    # When the occurrence's chain started (`since="trigger"`); None where conditions
+    # are evaluated without an occurrence.
+    trigger_at: sa.ColumnElement | None = None
 
 
 # (expressions, sources) -> one boolean SQL expression; supplied by the caller so the
@@ -210,23 +215,16 @@ def _claim_run(connection, spec, at, slot, mode, user_id) -> int | None:
         "counts": {},
         "started_at": at,
     }
-    statement = _insert(connection, runs).values(**values).on_conflict_do_nothing()
+    statement = dialect_insert(connection, runs).values(**values).on_conflict_do_nothing()
     result = connection.execute(statement.returning(runs.c.id))
     return result.scalar()
-
-
-def _insert(connection, table):
-    if connection.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
 
 
 def _candidates(
     spec, sources, occurrences, compile_conditions, superiors, user_id, salt, dialect
 ) -> sa.Select:
     occ = occurrences.subquery("occ")
+    sources = replace(sources, trigger_at=occ.c.trigger_at)
     u, p, ev = sources.users, sources.profiles, sources.event
     joined = occ.join(u, u.c.id == occ.c.user_id).outerjoin(p, p.c.user_id == u.c.id)
     if ev is not None:
@@ -234,79 +232,105 @@ def _candidates(
     key = sa.literal("once", sa.String) if spec.once_per_user else occ.c.occurrence_key
     # `unless` is a list of exit conditions: any one of them holding stops the user.
     unless = sa.or_(sa.false(), *(compile_conditions([e], sources) for e in spec.unless))
-    filters = [_not_decided(spec.rule_id, occ.c.user_id, key)]
+    unless_hit = sa.case((unless, 1), else_=0)
+    filters = [_not_decided(spec, occ.c.user_id, key)]
     if spec.when:
         filters.append(compile_conditions(spec.when, sources))
     if user_id is not None:
         filters.append(occ.c.user_id == user_id)
-    # One row per (user, occurrence key). Only `once: per_user` on an event or after
-    # trigger can yield several (two events of one user in one tick, one key): group
-    # then, and spare every other rule a sort of its whole audience.
-    if spec.once_per_user and spec.trigger.kind in ("event", "after"):
-        matched = (
-            sa.select(
-                occ.c.user_id,
-                key.label("occurrence_key"),
-                sa.func.min(occ.c.occurred_at).label("occurred_at"),
-                sa.func.max(sa.case((unless, 1), else_=0)).label("unless_hit"),
-            )
-            .select_from(joined)
-            .where(*filters)
-            .group_by(occ.c.user_id, key)
-            .subquery("matched")
+    columns = [
+        occ.c.user_id,
+        key.label("occurrence_key"),
+        occ.c.occurred_at,
+        occ.c.trigger_at,
+        occ.c.event_id,
+        unless_hit.label("unless_hit"),
+    ]
+    ranked = _ranks_occurrences(spec)
+    if ranked and spec.once_per_user:
+        # One decision per user and run: the oldest occurrence the `unless` did not
+        # stop stands for the run (or, when all were stopped, the oldest).
+        rank = sa.func.row_number().over(
+            partition_by=occ.c.user_id,
+            order_by=(unless_hit, occ.c.occurred_at, occ.c.occurrence_key),
+        )
+    elif ranked:
+        # Several occurrences of one user in one run (two visits in one tick): `every`
+        # and caps must hold within the run too, so they are ranked, oldest first,
+        # among those the `unless` did not stop (a stopped one uses up nothing).
+        rank = sa.func.row_number().over(
+            partition_by=(occ.c.user_id, unless_hit),
+            order_by=(occ.c.occurred_at, occ.c.occurrence_key),
         )
     else:
-        matched = (
-            sa.select(
-                occ.c.user_id,
-                key.label("occurrence_key"),
-                occ.c.occurred_at,
-                sa.case((unless, 1), else_=0).label("unless_hit"),
-            )
-            .select_from(joined)
-            .where(*filters)
-            .subquery("matched")
-        )
+        rank = sa.literal(1, sa.Integer)
+    columns.append(rank.label("user_rank"))
+    matched = sa.select(*columns).select_from(joined).where(*filters).subquery("matched")
+    if ranked and spec.once_per_user:
+        matched = sa.select(matched).where(matched.c.user_rank == 1).subquery("first_matched")
     return _decide(spec, matched, sources.at, superiors, salt, dialect)
 
 
-def _not_decided(rule_id, user_id, key) -> sa.ColumnElement[bool]:
+def _ranks_occurrences(spec: PlanSpec) -> bool:
+    """Whether one user can have several occurrences in a run that must be ranked.
+
+    Stage and schedule triggers give one occurrence per user per run; only event and
+    after triggers can give several, and only `once`, `every` and caps care. Every
+    other rule is spared a sort of its whole audience.
+    """
+    if spec.trigger.kind not in ("event", "after"):
+        return False
+    return spec.once_per_user or spec.every is not None or spec.cap_max is not None
+
+
+def _not_decided(spec: PlanSpec, user_id, key) -> sa.ColumnElement[bool]:
+    """No final decision yet for (rule, user, occurrence).
+
+    Final: planned and held out; suppressed by `unless` (once stopped, stopped: a
+    follow-up whose exit condition held is never sent later for that occurrence,
+    DESIGN invariant 7); and shadow outcomes while the rule is in shadow. Other
+    suppressions (no consent, capped...) may turn into a plan later, and shadow
+    outcomes are decided for real when the rule goes live.
+    """
     d = decisions.alias("done")
+    final = [d.c.outcome.in_(("planned", "held_out"))]
+    if not spec.once_per_user:
+        # `once: per_user` keys every occurrence as "once": a stop there is about one
+        # occurrence only, and the user's next occurrence may still qualify.
+        final.append(sa.and_(d.c.outcome == "suppressed", d.c.reason == "unless"))
+    if spec.status == "shadow":
+        final.append(d.c.outcome == "shadow")
     return ~sa.exists().where(
-        d.c.rule_id == rule_id,
+        d.c.rule_id == spec.rule_id,
         d.c.user_id == user_id,
         d.c.occurrence_key == key,
-        d.c.outcome != "suppressed",
+        sa.or_(*final),
     )
-
-
-def consent_sql(u: sa.FromClause, channel: str) -> sa.ColumnElement[bool]:
-    """May `channel` reach this user? Consent is the engine's job, not each rule's."""
-    subscribed = u.c.unsubscribed_at.is_(None)
-    if channel == "email":
-        return sa.and_(u.c.email_opt_in.is_(True), subscribed, u.c.email.is_not(None))
-    if channel == "sms":
-        return sa.and_(u.c.sms_opt_in.is_(True), u.c.phone.is_not(None))
-    if channel == "audience":
-        return sa.and_(u.c.ads_opt_in.is_(True), subscribed)
-    return sa.true()
 
 
 def _decide(spec: PlanSpec, matched, at: datetime, superiors, salt: str, dialect: str):
     u = users.alias("u")
     d = decisions.alias("prior")
+    first_in_run = matched.c.user_rank == 1
     checks: list[tuple[sa.ColumnElement[bool], str]] = [(matched.c.unless_hit == 1, "unless")]
     if spec.contact_channels:
-        reachable = sa.or_(*(consent_sql(u, channel) for channel in spec.contact_channels))
+        reachable = sa.or_(*(channel_consent_sql(u, c) for c in spec.contact_channels))
         checks.append((~reachable, "no_consent"))
     planned_by = [d.c.user_id == matched.c.user_id, d.c.outcome == "planned"]
     if spec.every is not None:
         recent = sa.exists().where(
             *planned_by, d.c.rule_id == spec.rule_id, d.c.decided_at > at - spec.every
         )
-        checks.append((recent, "recently_received"))
+        checks.append((sa.or_(recent, ~first_in_run), "recently_received"))
     if superiors:
-        won = sa.exists().where(*planned_by, d.c.rule_id.in_(superiors), d.c.decided_at == at)
+        # A user held out of a higher-priority rule of the group is its control group:
+        # giving them a lower rule's offer instead would bias every lift figure.
+        won = sa.exists().where(
+            d.c.user_id == matched.c.user_id,
+            d.c.outcome.in_(("planned", "held_out")),
+            d.c.rule_id.in_(superiors),
+            d.c.decided_at == at,
+        )
         checks.append((won, "exclusive_group"))
     if spec.cap_max is not None and spec.cap_per is not None:
         used = (
@@ -314,7 +338,8 @@ def _decide(spec: PlanSpec, matched, at: datetime, superiors, salt: str, dialect
             .where(*planned_by, d.c.rule_id == spec.rule_id, d.c.decided_at > at - spec.cap_per)
             .scalar_subquery()
         )
-        checks.append((used >= spec.cap_max, "capped"))
+        # The rank counts this run's earlier occurrences of the same user.
+        checks.append((used + matched.c.user_rank > spec.cap_max, "capped"))
 
     def bucket(purpose: str) -> sa.ColumnElement[int]:
         return bucket_sql(matched.c.user_id, spec.rule_id, salt, purpose, dialect)
@@ -334,6 +359,8 @@ def _decide(spec: PlanSpec, matched, at: datetime, superiors, salt: str, dialect
         matched.c.user_id,
         matched.c.occurrence_key,
         matched.c.occurred_at,
+        matched.c.trigger_at,
+        matched.c.event_id,
         sa.null().label("outcome"),
         reason.label("reason"),
         variant.label("variant"),
@@ -368,6 +395,8 @@ def _scratch_table(connection: Connection) -> sa.Table:
         sa.Column("user_id", sa.String(128)),
         sa.Column("occurrence_key", sa.String(128)),
         sa.Column("occurred_at", UTCDateTime),
+        sa.Column("trigger_at", UTCDateTime),
+        sa.Column("event_id", sa.BigInteger),
         sa.Column("outcome", sa.String(16)),
         sa.Column("reason", sa.String(64)),
         sa.Column("variant", sa.String(64)),
@@ -400,7 +429,7 @@ def _count(connection, scratch, outcome: RuleOutcome) -> None:
 
 def _record_decisions(connection, scratch, run_id: int, rule_id: str, at: datetime) -> None:
     columns = ["run_id", "rule_id", "user_id", "occurrence_key", "outcome", "reason"]
-    columns += ["variant", "decided_at"]
+    columns += ["variant", "decided_at", "occurred_at", "trigger_at", "event_id"]
     source = sa.select(
         sa.literal(run_id, sa.BigInteger),
         sa.literal(rule_id, sa.String),
@@ -410,18 +439,27 @@ def _record_decisions(connection, scratch, run_id: int, rule_id: str, at: dateti
         scratch.c.reason,
         scratch.c.variant,
         sa.literal(at, UTCDateTime),
+        scratch.c.occurred_at,
+        scratch.c.trigger_at,
+        scratch.c.event_id,
     ).where(sa.true())  # SQLite's upsert-after-SELECT parsing ambiguity
-    statement = _insert(connection, decisions).from_select(columns, source)
-    # Only a suppressed decision may change, and only into something final.
+    statement = dialect_insert(connection, decisions).from_select(columns, source)
+    prior, new = decisions.c, statement.excluded
+    # What may be decided again (see _not_decided): a suppression other than `unless`
+    # turns into a plan, or into an `unless` stop, which is final; a shadow outcome
+    # turns into whatever the live rule decides. Nothing else is ever rewritten.
+    revisable = sa.or_(
+        sa.and_(
+            prior.outcome == "suppressed",
+            sa.or_(sa.func.coalesce(prior.reason, "") != "unless", prior.occurrence_key == "once"),
+            sa.or_(new.outcome != "suppressed", new.reason == "unless"),
+        ),
+        sa.and_(prior.outcome == "shadow", new.outcome != "shadow"),
+    )
     statement = statement.on_conflict_do_update(
         index_elements=["rule_id", "user_id", "occurrence_key"],
-        set_={
-            name: statement.excluded[name]
-            for name in ("run_id", "outcome", "reason", "variant", "decided_at")
-        },
-        where=sa.and_(
-            decisions.c.outcome == "suppressed", statement.excluded.outcome != "suppressed"
-        ),
+        set_={name: new[name] for name in columns if name not in ("rule_id", "user_id")},
+        where=revisable,
     )
     connection.execute(statement)
 
@@ -447,7 +485,7 @@ def _plan_actions(connection, spec: PlanSpec, run_id: int, at: datetime) -> dict
             if action.channel in ("email", "sms", "audience"):
                 # A rule that can reach the user on one channel still skips the
                 # channels they did not consent to.
-                filters.append(consent_sql(u, action.channel))
+                filters.append(channel_consent_sql(u, action.channel))
             source = (
                 sa.select(
                     sa.cast(d.c.id, sa.String) + sa.literal(f":{action.kind}", sa.String),
@@ -470,7 +508,7 @@ def _plan_actions(connection, spec: PlanSpec, run_id: int, at: datetime) -> dict
                 .where(*filters)
             )
             statement = (
-                _insert(connection, outbox)
+                dialect_insert(connection, outbox)
                 .from_select(columns, source.where(sa.true()))
                 .on_conflict_do_nothing(index_elements=["idempotency_key"])
             )

@@ -147,12 +147,3 @@ class UnsubscribeToken(SQLModel, table=True):
     user_id: str = Field(sa_column=Column(String(128), nullable=False, unique=True))
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
-
-
-def dialect_insert(connection, table):
-    """INSERT with the dialect's ON CONFLICT support (PostgreSQL and SQLite share it)."""
-    if connection.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)

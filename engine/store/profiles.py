@@ -105,13 +105,9 @@ def refresh_profiles(
         sa.literal(now, Profile.__table__.c.updated_at.type).label("updated_at")
     )
     columns = ["user_id", *PROFILE_COLUMNS, "updated_at"]
-    if connection.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    # The WHERE TRUE is for SQLite, which cannot otherwise tell the ON CONFLICT of an
-    # INSERT ... SELECT from a join clause (its documented "parsing ambiguity").
-    statement = insert(profiles).from_select(columns, source.where(sa.true()))
+    from engine.store.sql import dialect_insert
+
+    statement = dialect_insert(connection, profiles).from_select(columns, source.where(sa.true()))
     statement = statement.on_conflict_do_update(
         index_elements=[profiles.c.user_id],
         set_={name: statement.excluded[name] for name in columns[1:]},

@@ -1,9 +1,19 @@
-"""`after: welcome-email` + `wait: 3d` — a follow-up to another rule's planned action.
+"""`after: welcome-email` + `wait: 3d` — a follow-up to another rule's action.
 
 Occurrences are the followed rule's planned decisions whose wait has elapsed at T;
-the followed decision's id is the occurrence key, so each is followed up once. The
-rule's `unless` is what stops a follow-up (for example, "bought again"). Decisions
-more than LOOKBACK past their wait are not followed up any more.
+the followed decision's id is the occurrence key, so each is followed up once.
+
+- The wait runs from the followed occurrence (the event's time, the stage's natural
+  entry, the schedule slot, or when the followed follow-up itself fell due), not from
+  when Nudge decided it: data loaded late, or a daemon that was down, acts at once
+  instead of a whole wait later (DESIGN invariant 7).
+- Only actions that reached, or are still on their way to, the user are followed:
+  a decision whose actions were all skipped (unsubscribed, capped, `unless`...) or went
+  dead is not followed up. Planned, claimed and sent actions count; they will be sent.
+- The follow-up's trigger instant (`since="trigger"`) is the start of the chain: for
+  `after: cart-seen`, the add-to-cart event that `cart-seen` followed.
+
+Decisions more than LOOKBACK past their due time are not followed up any more.
 """
 
 from __future__ import annotations
@@ -12,28 +22,49 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from engine.store.planning import Decision
-from engine.triggers.base import TriggerContext, TriggerSpec, instant_slot, key_text
+from engine.store.planning import Decision, OutboxAction
+from engine.store.sql import plus_duration
+from engine.triggers.base import TriggerContext, TriggerSpec, instant_slot, key_text, no_event
 
 decisions = Decision.__table__
+outbox = OutboxAction.__table__
 name = "after"
 LOOKBACK = timedelta(days=7)
+# Outbox states of an action that reached the user or is still on its way.
+REACHING_STATES = ("planned", "claimed", "sent")
+
+
+def reached(decision_id: sa.ColumnElement) -> sa.ColumnElement[bool]:
+    """The decision has an action that was delivered or may still be (see module doc)."""
+    return sa.exists().where(
+        outbox.c.decision_id == decision_id, outbox.c.state.in_(REACHING_STATES)
+    )
+
+
+def followed_occurrence(d: sa.FromClause) -> sa.ColumnElement:
+    """When the followed occurrence happened (decisions older than schema 0002 have
+    only their decision time)."""
+    return sa.func.coalesce(d.c.occurred_at, d.c.decided_at)
 
 
 def occurrences(spec: TriggerSpec, ctx: TriggerContext) -> sa.Select:
     d = decisions.alias("followed")
     wait = spec.wait or timedelta()
     due_by = ctx.at - wait
+    anchor = followed_occurrence(d)
+    dialect = ctx.connection.dialect.name
     return sa.select(
         d.c.user_id,
         key_text("after", d.c.id).label("occurrence_key"),
-        d.c.decided_at.label("occurred_at"),
-        sa.null().label("event_id"),
+        plus_duration(anchor, wait, dialect).label("occurred_at"),
+        sa.func.coalesce(d.c.trigger_at, anchor).label("trigger_at"),
+        no_event(),
     ).where(
         d.c.rule_id == spec.value,
         d.c.outcome == "planned",
-        d.c.decided_at <= due_by,
-        d.c.decided_at > due_by - LOOKBACK,
+        anchor <= due_by,
+        anchor > due_by - LOOKBACK,
+        reached(d.c.id),
     )
 
 

@@ -11,8 +11,13 @@ from sqlalchemy import Connection
 
 from engine.config import Settings
 
-# Columns every occurrence query selects, in this order.
-OCCURRENCE_COLUMNS = ("user_id", "occurrence_key", "occurred_at", "event_id")
+# Columns every occurrence query selects, in this order:
+# - occurred_at: when the occurrence happened (the event's time, the stage's natural
+#   entry instant, the schedule slot, the instant a follow-up fell due);
+# - trigger_at: where its chain started: occurred_at itself, or for a follow-up the
+#   original occurrence it follows (`since="trigger"` windows start there);
+# - event_id: the triggering event of an event rule, else NULL.
+OCCURRENCE_COLUMNS = ("user_id", "occurrence_key", "occurred_at", "trigger_at", "event_id")
 
 
 @dataclass(frozen=True)
@@ -54,3 +59,9 @@ def key_text(prefix: str, column: sa.ColumnElement) -> sa.ColumnElement[str]:
 def instant_slot(at: datetime) -> str:
     """Slot of an evaluation at T for triggers that are not scheduled: T to the second."""
     return at.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def no_event() -> sa.ColumnElement:
+    """The event_id of an occurrence that is not an event (typed: PostgreSQL refuses an
+    untyped NULL in a BIGINT column)."""
+    return sa.cast(sa.null(), sa.BigInteger).label("event_id")

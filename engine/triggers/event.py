@@ -26,6 +26,7 @@ def occurrences(spec: TriggerSpec, ctx: TriggerContext) -> sa.Select:
         e.c.user_id,
         key_text("event", e.c.id).label("occurrence_key"),
         e.c.occurred_at.label("occurred_at"),
+        e.c.occurred_at.label("trigger_at"),
         e.c.id.label("event_id"),
     ).where(
         e.c.type == spec.value,

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from engine.scheduling import cron_trigger
 from engine.store.people import User
-from engine.triggers.base import TriggerContext, TriggerSpec
+from engine.triggers.base import TriggerContext, TriggerSpec, no_event
 
 users = User.__table__
 name = "schedule"
@@ -62,7 +62,8 @@ def occurrences(spec: TriggerSpec, ctx: TriggerContext) -> sa.Select | None:
         users.c.id.label("user_id"),
         sa.literal(f"schedule:{_iso(fire)}", sa.String).label("occurrence_key"),
         sa.literal(fire, users.c.member_since.type).label("occurred_at"),
-        sa.null().label("event_id"),
+        sa.literal(fire, users.c.member_since.type).label("trigger_at"),
+        no_event(),
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from engine.store.people import StageMembership
-from engine.triggers.base import TriggerContext, TriggerSpec, instant_slot, key_text
+from engine.triggers.base import TriggerContext, TriggerSpec, instant_slot, key_text, no_event
 
 memberships = StageMembership.__table__
 name = "stage"
@@ -26,7 +26,8 @@ def occurrences(spec: TriggerSpec, ctx: TriggerContext) -> sa.Select:
         m.c.user_id,
         key_text("stage", m.c.id).label("occurrence_key"),
         m.c.entered_at.label("occurred_at"),
-        sa.null().label("event_id"),
+        m.c.entered_at.label("trigger_at"),
+        no_event(),
     ).where(
         m.c.stage == spec.value,
         m.c.entered_at <= ctx.at,

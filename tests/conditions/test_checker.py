@@ -169,7 +169,7 @@ def test_call_arguments_are_bound_by_name():
         (
             'count("visit", withn="7d") > 1',
             "count() has no argument 'withn' (did you mean "
-            "'within'?); it takes count(event_type, within=...)",
+            "'within'?); it takes count(event_type, within=..., since=...)",
             15,
             5,
         ),
@@ -195,9 +195,9 @@ def test_call_arguments_are_bound_by_name():
             7,
         ),
         (
-            'count("a", 7d, 3) > 1',
-            "count() takes at most 2 arguments: count(event_type, within=...); got 3",
-            15,
+            'count("a", 7d, "trigger", 3) > 1',
+            "count() takes at most 3 arguments: count(event_type, within=..., since=...); got 4",
+            26,
             1,
         ),
         (

@@ -24,7 +24,7 @@ from engine.conditions import (
     matching_users,
 )
 from engine.store.people import Event, User, UserTag
-from engine.store.planning import Decision
+from engine.store.planning import Decision, OutboxAction
 from engine.store.profiles import refresh_profiles
 
 T = datetime(2026, 11, 11, 10, 0, tzinfo=UTC)
@@ -70,11 +70,14 @@ USER_DEFAULTS = {
     "created_at": T,
     "updated_at": T,
 }
+# (user, rule, outcome, decided at, the state of its email action or None)
 DECISIONS = [
-    ("u1", "welcome-email", "planned", T - 13 * DAY),
-    ("u2", "welcome-email", "planned", T - 15 * DAY),
-    ("u4", "welcome-email", "held_out", T - DAY),
-    ("u5", "welcome-email", "planned", T + timedelta(hours=1)),
+    ("u1", "welcome-email", "planned", T - 13 * DAY, "sent"),
+    ("u2", "welcome-email", "planned", T - 15 * DAY, "planned"),
+    # Planned, but the email was skipped (unsubscribed): not received.
+    ("u3", "welcome-email", "planned", T - 2 * DAY, "skipped"),
+    ("u4", "welcome-email", "held_out", T - DAY, None),
+    ("u5", "welcome-email", "planned", T + timedelta(hours=1), "sent"),
 ]
 
 
@@ -112,7 +115,29 @@ def shop(store):
                     "outcome": outcome,
                     "decided_at": at,
                 }
-                for i, (user, rule, outcome, at) in enumerate(DECISIONS)
+                for i, (user, rule, outcome, at, _) in enumerate(DECISIONS)
+            ],
+        )
+        connection.execute(
+            sa.insert(OutboxAction.__table__),
+            [
+                {
+                    "idempotency_key": f"k{i}:email",
+                    "decision_id": i + 1,
+                    "run_id": 1,
+                    "rule_id": rule,
+                    "user_id": user,
+                    "kind": "email",
+                    "channel": "email",
+                    "payload": {},
+                    "state": state,
+                    "attempts": 0,
+                    "next_attempt_at": at,
+                    "created_at": at,
+                    "updated_at": at,
+                }
+                for i, (user, rule, _, at, state) in enumerate(DECISIONS)
+                if state is not None
             ],
         )
         refresh_profiles(connection, None, T + 2 * DAY)
@@ -168,7 +193,8 @@ CASES = [
     ('sum("refund.amount") > 0', {"u2"}),
     ('sum("purchase.amount") == 0', {"u3", "u5"}),
     ('received("welcome-email", within="14d")', {"u1"}),
-    ('received("welcome-email")', {"u1", "u2"}),  # held out is not received; u5 is after T
+    # Held out is not received, nor is a skipped email (u3); u5 is after T.
+    ('received("welcome-email")', {"u1", "u2"}),
     ('has_tag("wholesale")', {"u1"}),
     ('not has_tag("wholesale")', ALL - {"u1"}),
     ("attributes.vip_score >= 3", {"u1"}),  # "5" is text, not a number: missing
