@@ -38,28 +38,54 @@ class DeliveryPolicy:
 
 class ConsentPolicy(DeliveryPolicy):
     """Consent and unsubscribe, re-read at send time: a planned email to a user who
-    unsubscribed since planning is skipped, never sent."""
+    unsubscribed since planning is skipped, never sent.
+
+    The rule is engine.consent's, the same SQL the planner applies, so planning and
+    sending cannot disagree about who may be contacted.
+    """
 
     name = "consent"
 
-    def check(self, ctx: DeliveryContext, action: PlannedAction) -> Outcome | None:
-        from engine.actions import ACTION_KINDS
+    def __init__(self) -> None:
+        self.refusals: dict[tuple[str, str], str | None] = {}
 
-        contact = ctx.contacts.get(action.user_id)
-        if contact is None:
+    def before_batch(self, ctx: DeliveryContext, actions: Sequence[PlannedAction]) -> None:
+        from engine.consent import refusal_sql
+        from engine.store.people import User
+
+        users = User.__table__
+        self.refusals.clear()
+        wanted: dict[str, set[str]] = {}
+        for action in actions:
+            consent = _consent_of(action)
+            if consent is not None:
+                wanted.setdefault(consent, set()).add(action.user_id)
+        with ctx.store.connect() as connection:
+            for consent, user_ids in wanted.items():
+                rows = connection.execute(
+                    sa.select(users.c.id, refusal_sql(users, consent)).where(
+                        users.c.id.in_(sorted(user_ids))
+                    )
+                )
+                for user_id, refusal in rows:
+                    self.refusals[(user_id, consent)] = refusal
+
+    def check(self, ctx: DeliveryContext, action: PlannedAction) -> Outcome | None:
+        if action.user_id not in ctx.contacts:
             return Outcome.skipped("unknown_user")
-        kind = ACTION_KINDS.get(action.kind)
-        consent = kind.consent if kind is not None else None
-        if consent == "email":
-            if contact.unsubscribed_at is not None:
-                return Outcome.skipped("unsubscribed")
-            if not contact.email_opt_in:
-                return Outcome.skipped("no_consent")
-        elif consent == "sms" and not contact.sms_opt_in:
-            return Outcome.skipped("no_consent")
-        elif consent == "ads" and not contact.ads_opt_in:
-            return Outcome.skipped("no_consent")
-        return None
+        consent = _consent_of(action)
+        if consent is None:
+            return None
+        refusal = self.refusals.get((action.user_id, consent), "unknown_user")
+        return None if refusal is None else Outcome.skipped(refusal)
+
+
+def _consent_of(action: PlannedAction) -> str | None:
+    """The consent the action's kind needs (email | sms | ads), or None."""
+    from engine.actions import ACTION_KINDS
+
+    kind = ACTION_KINDS.get(action.kind)
+    return kind.consent if kind is not None else None
 
 
 def user_zone(ctx: DeliveryContext, user_id: str) -> ZoneInfo:

@@ -3,17 +3,23 @@
 Planning and sending can be hours apart (quiet hours, retries): a win-back email must
 not go out after the user bought again, nor a campaign after its flight ended. The
 exit conditions are evaluated for the whole batch in one query per rule, against
-the store as of the delivery instant.
+the store as of the delivery instant, for every trigger kind: the decision keeps
+what its occurrence needs (trigger instant, triggering event).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import sqlalchemy as sa
 
 from engine.delivery.context import DeliveryContext, Outcome, PlannedAction
 from engine.delivery.policy import DeliveryPolicy
+from engine.store.planning import Decision, OutboxAction
+
+outbox = OutboxAction.__table__
+decisions = Decision.__table__
 
 
 class RulePolicy(DeliveryPolicy):
@@ -28,7 +34,7 @@ class RulePolicy(DeliveryPolicy):
 
     def __init__(self, ruleset=None):
         self._ruleset = ruleset
-        self._exits: dict[str, set[str]] = {}
+        self._exits: dict[str, set[int]] = {}
 
     def _rules(self, ctx: DeliveryContext):
         if self._ruleset is None:
@@ -38,35 +44,17 @@ class RulePolicy(DeliveryPolicy):
         return self._ruleset
 
     def before_batch(self, ctx: DeliveryContext, actions: Sequence[PlannedAction]) -> None:
-        from engine.planning.pipeline import build_sources
-
         ruleset = self._rules(ctx)
-        by_rule: dict[str, set[str]] = {}
+        by_rule: dict[str, list[int]] = {}
         for action in actions:
-            by_rule.setdefault(action.rule_id, set()).add(action.user_id)
+            by_rule.setdefault(action.rule_id, []).append(action.id)
         self._exits = {}
         with ctx.store.connect() as connection:
-            for rule_id, user_ids in by_rule.items():
+            for rule_id, outbox_ids in by_rule.items():
                 compiled = ruleset.rules.get(rule_id)
-                # Event fields need the triggering event, which is not at hand here.
-                if compiled is None or not compiled.spec.unless or compiled.spec.event_trigger:
+                if compiled is None or not compiled.spec.unless:
                     continue
-                sources = build_sources(connection, ctx.settings, ctx.now, False)
-                u, p = sources.users, sources.profiles
-                hits = connection.execute(
-                    sa.select(u.c.id)
-                    .select_from(u.outerjoin(p, p.c.user_id == u.c.id))
-                    .where(
-                        u.c.id.in_(sorted(user_ids)),
-                        sa.or_(
-                            *(
-                                compiled.compile_conditions([e], sources)
-                                for e in compiled.spec.unless
-                            )
-                        ),
-                    )
-                ).scalars()
-                self._exits[rule_id] = set(hits)
+                self._exits[rule_id] = _stopped(connection, ctx, compiled, outbox_ids)
 
     def check(self, ctx: DeliveryContext, action: PlannedAction) -> Outcome | None:
         ruleset = self._rules(ctx)
@@ -75,6 +63,36 @@ class RulePolicy(DeliveryPolicy):
             return None
         if compiled.spec.flight_end is not None and ctx.now >= compiled.spec.flight_end:
             return Outcome.skipped("flight_over")
-        if action.user_id in self._exits.get(action.rule_id, ()):
+        if action.id in self._exits.get(action.rule_id, ()):
             return Outcome.skipped("unless")
         return None
+
+
+def _stopped(connection, ctx: DeliveryContext, compiled, outbox_ids: list[int]) -> set[int]:
+    """The outbox ids whose decision's occurrence now meets one of the rule's `unless`.
+
+    Evaluated exactly as at planning, against the store as of the send instant, with
+    what the decision remembered of its occurrence: the trigger instant (for
+    `since="trigger"`) and, for event rules, the triggering event (for `event.*`).
+    """
+    from engine.planning.pipeline import build_sources
+
+    spec = compiled.spec
+    sources = build_sources(connection, ctx.settings, ctx.now, spec.event_trigger)
+    o, d = outbox.alias("o"), decisions.alias("d")
+    sources = replace(
+        sources, trigger_at=sa.func.coalesce(d.c.trigger_at, d.c.occurred_at, d.c.decided_at)
+    )
+    u, p = sources.users, sources.profiles
+    joined = (
+        o.join(d, d.c.id == o.c.decision_id)
+        .join(u, u.c.id == o.c.user_id)
+        .outerjoin(p, p.c.user_id == u.c.id)
+    )
+    if sources.event is not None:
+        # A decision from before the event was remembered has no event to read: its
+        # row drops out here and it goes as planned.
+        joined = joined.join(sources.event, sources.event.c.id == d.c.event_id)
+    unless = sa.or_(*(compiled.compile_conditions([e], sources) for e in spec.unless))
+    query = sa.select(o.c.id).select_from(joined).where(o.c.id.in_(sorted(outbox_ids)), unless)
+    return set(connection.execute(query).scalars())

@@ -19,6 +19,8 @@ def parse_instant(value: str, zone: ZoneInfo) -> datetime:
             "e.g. 2026-11-11T20:00:00+08:00 or 2026-11-11T20:00"
         ) from None
     try:
-        return wall_to_utc(parsed, zone).astimezone(parsed.tzinfo or zone)
+        # In UTC: an aware time in the repeated autumn hour never compares equal to
+        # the same instant in another zone (PEP 495), so `at` must not carry the zone.
+        return wall_to_utc(parsed, zone)
     except NonexistentTimeError as exc:
         raise NudgeError(f"--at: {exc}") from None

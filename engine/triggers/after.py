@@ -8,8 +8,9 @@ the followed decision's id is the occurrence key, so each is followed up once.
   when Nudge decided it: data loaded late, or a daemon that was down, acts at once
   instead of a whole wait later (DESIGN invariant 7).
 - Only actions that reached, or are still on their way to, the user are followed:
-  a decision whose actions were all skipped (unsubscribed, capped, `unless`...) or went
-  dead is not followed up. Planned, claimed and sent actions count; they will be sent.
+  a decision whose messages were all skipped (unsubscribed, capped, `unless`...) or went
+  dead is not followed up, even if its coupon was issued. Planned, claimed and sent
+  actions count; they will be sent.
 - The follow-up's trigger instant (`since="trigger"`) is the start of the chain: for
   `after: cart-seen`, the add-to-cart event that `cart-seen` followed.
 
@@ -32,12 +33,26 @@ name = "after"
 LOOKBACK = timedelta(days=7)
 # Outbox states of an action that reached the user or is still on its way.
 REACHING_STATES = ("planned", "claimed", "sent")
+# Channels that carry a decision to the user (or to the shop's systems about them).
+# Coupons and tags only take effect through them: a coupon whose email was skipped
+# was never seen, so it does not make the decision "received".
+CARRYING_CHANNELS = ("email", "sms", "audience", "webhook")
 
 
 def reached(decision_id: sa.ColumnElement) -> sa.ColumnElement[bool]:
-    """The decision has an action that was delivered or may still be (see module doc)."""
-    return sa.exists().where(
-        outbox.c.decision_id == decision_id, outbox.c.state.in_(REACHING_STATES)
+    """The decision reached the user, or is on its way (see module doc).
+
+    With carrying actions (email, SMS, audience, webhook), one of them must be sent or
+    pending; a decision with only coupons or tags counts when one of those is.
+    """
+    o, carrier = outbox.alias("reach"), outbox.alias("carrier")
+    reaching = [o.c.decision_id == decision_id, o.c.state.in_(REACHING_STATES)]
+    has_carrier = sa.exists().where(
+        carrier.c.decision_id == decision_id, carrier.c.channel.in_(CARRYING_CHANNELS)
+    )
+    return sa.or_(
+        sa.exists().where(*reaching, o.c.channel.in_(CARRYING_CHANNELS)),
+        sa.and_(~has_carrier, sa.exists().where(*reaching)),
     )
 
 
