@@ -1,3 +1,4 @@
+# ruff: noqa: DTZ001 -- naive wall-clock times are what these functions take.
 """engine.localtime: the one home of shop-local time -> UTC, pinned on DST days.
 
 Europe/Berlin springs forward 2026-03-29 02:00 -> 03:00 (02:30 never happens) and
