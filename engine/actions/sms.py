@@ -4,7 +4,9 @@
 actions:
   sms: {creative: winback}
 ```
-Needs SMS consent, re-checked at send time.
+Needs SMS consent, re-checked at send time. The number is read like an audience
+export reads it (engine/phones.py): in the user's country, else the shop's; a number
+that is not valid there is skipped with reason `invalid_phone`, never sent.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ def deliver(ctx, actions):
     import os
 
     from engine.actions.delivering import base_event, in_order, parse_params, send_each
-    from engine.audiences.normalise import Rejected, google_phone
     from engine.delivery.channels import OutgoingJson
     from engine.delivery.context import Outcome
     from engine.delivery.contexts import coupons_for
     from engine.delivery.render import render_surfaces
+    from engine.phones import InvalidPhone, to_e164
 
     config = ctx.config.sms
     good, bad = parse_params(actions, SmsParams)
@@ -38,9 +40,11 @@ def deliver(ctx, actions):
         if not contact.phone:
             return Outcome.skipped("no_phone")
         try:
-            phone = google_phone(contact.phone, ctx.settings.shop.phone_country_code)
-        except Rejected:
-            return Outcome.skipped("no_phone")
+            phone = to_e164(contact.phone, contact.country, ctx.settings.shop.country)
+        except InvalidPhone as exc:
+            # A guessed number reaches someone else or no one: skip, and keep why (the
+            # row's last_error, with the number) so that it can be found and fixed.
+            return Outcome("skipped", reason="invalid_phone", error=str(exc))
         texts = render_surfaces(
             ctx, action, contact, params.creative, ("sms",), coupon=coupons.get(action.decision_id)
         )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.audiences.normalise import Rejected, normalise_and_hash
+from engine.phones import InvalidPhone, to_e164
 
 GOOGLE_HEADERS = ["Email", "Phone", "First Name", "Last Name", "Country", "Zip"]
 META_SCHEMA = ["EMAIL", "PHONE", "FN", "LN", "COUNTRY"]
@@ -42,15 +43,37 @@ def _field(platform: str, field: str, value: Any, **options) -> str:
         return ""
 
 
-def identifiers_for(platform: str, user: Mapping[str, Any], country_code: str) -> dict[str, str]:
-    """What is uploaded for one user, by column, for `platform`."""
+def phone_of(user: Mapping[str, Any], shop_country: str) -> tuple[str, str | None]:
+    """The user's number in E.164 (read in their country, else the shop's) and, when
+    they have one that is left out, why: InvalidPhone.reason ("invalid", "unparseable").
+
+    Only numbers valid in their country are exported: a wrong number's hash matches
+    nobody, or someone else.
+    """
+    raw = user.get("phone")
+    if raw in (None, "") or not str(raw).strip():
+        return "", None
+    try:
+        return to_e164(str(raw), user.get("country"), shop_country), None
+    except InvalidPhone as exc:
+        return "", exc.reason
+
+
+def identifiers_for(
+    platform: str, user: Mapping[str, Any], shop_country: str
+) -> tuple[dict[str, str], str | None]:
+    """What is uploaded for one user, by column, for `platform`; and why the user's
+    phone number was left out (None when it was not)."""
+    phone, phone_left_out = phone_of(user, shop_country)
     if platform == "csv":
-        return {key: str(user.get(key) or "") for key in PLAIN_HEADERS if key != "user_id"}
+        values = {key: str(user.get(key) or "") for key in PLAIN_HEADERS if key != "user_id"}
+        values["phone"] = phone
+        return values, phone_left_out
     first, last = split_name(user.get("name"))
     zip_code = str((user.get("attributes") or {}).get("zip") or "").strip()
     values = {
         "email": _field(platform, "email", user.get("email")),
-        "phone": _field(platform, "phone", user.get("phone"), default_country_code=country_code),
+        "phone": _field(platform, "phone", phone),
         "first_name": _field(platform, "first_name", first),
         "last_name": _field(platform, "last_name", last),
         "country": _field(platform, "country", user.get("country")),
@@ -61,7 +84,7 @@ def identifiers_for(platform: str, user: Mapping[str, Any], country_code: str) -
             values.update(first_name="", last_name="", country="")
             zip_code = ""
         values["zip"] = zip_code
-    return values
+    return values, phone_left_out
 
 
 def has_identifier(values: Mapping[str, str]) -> bool:

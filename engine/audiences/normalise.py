@@ -15,6 +15,8 @@ import re
 import string
 import unicodedata
 
+from engine.phones import InvalidPhone, format_e164, parse_phone
+
 GMAIL_DOMAINS = ("gmail.com", "googlemail.com")
 _PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
 
@@ -37,24 +39,18 @@ def _email_parts(text: str) -> tuple[str, str]:
     return local, domain
 
 
-def international_digits(text: str, default_country_code: str | None = None) -> str:
-    """Digits of the number with its country code.
+def e164(text: str, user_country: str | None = None, shop_country: str | None = None) -> str:
+    """The number in E.164, read by the one phone parser (engine/phones.py): with "+"
+    or "00" it is international, else national to the user's country, else the shop's.
 
-    A number written with '+' or '00' already has one; any other number gets
-    `default_country_code` (the shop's [shop] phone_country_code), after dropping a
-    national trunk '0', when one is given.
+    This is the platforms' formatting only, like their own formatters and vectors
+    (Meta's +1 555 987 6543 is a fictional number): whether a number is valid in its
+    country, and so worth uploading at all, is decided by exports (`phones.to_e164`).
     """
-    stripped = text.strip()
-    digits = re.sub(r"\D", "", stripped)
-    if not digits:
-        raise Rejected(f"not a phone number: {text!r}")
-    if stripped.startswith("+"):
-        return digits
-    if stripped.startswith("00"):
-        return digits[2:]
-    if default_country_code:
-        return default_country_code + digits.lstrip("0")
-    return digits
+    try:
+        return format_e164(parse_phone(text, user_country, shop_country))
+    except InvalidPhone as exc:
+        raise Rejected(str(exc)) from None
 
 
 def _name(text: str, *, strip_punctuation: bool) -> str:
@@ -78,9 +74,11 @@ def google_email(text: str) -> str:
     return f"{local}@{domain}"
 
 
-def google_phone(text: str, default_country_code: str | None = None) -> str:
+def google_phone(
+    text: str, user_country: str | None = None, shop_country: str | None = None
+) -> str:
     """E.164 with the plus: '+1-800-555-0100' -> '+18005550100'."""
-    return "+" + international_digits(text, default_country_code)
+    return e164(text, user_country, shop_country)
 
 
 def google_first_name(text: str) -> str:
@@ -106,12 +104,12 @@ def meta_email(text: str) -> str:
     return f"{local}@{domain}"
 
 
-def meta_phone(text: str, default_country_code: str | None = None) -> str:
-    """Digits with country code, no '+', no leading zeros: '+1 (555) 987-6543' -> '15559876543'."""
-    digits = international_digits(text, default_country_code).lstrip("0")
-    if not digits:
-        raise Rejected(f"not a phone number: {text!r}")
-    return digits
+def meta_phone(text: str, user_country: str | None = None, shop_country: str | None = None) -> str:
+    """Digits with country code, no '+', no leading zeros: '+1 (555) 987-6543' -> '15559876543'.
+
+    E.164 without its '+' (a calling code never starts with 0, so neither does this).
+    """
+    return e164(text, user_country, shop_country).removeprefix("+")
 
 
 def meta_name(text: str) -> str:
@@ -147,7 +145,8 @@ def normalise(platform: str, field: str, value: str, **options) -> str:
     """The platform's normal form of one field (raises Rejected)."""
     function = NORMALISERS[platform][field]
     if field == "phone":
-        return function(value, options.get("default_country_code"))
+        # A number without "+" is read in the user's country, else the shop's.
+        return function(value, options.get("user_country"), options.get("shop_country"))
     return function(value)
 
 

@@ -9,6 +9,8 @@ user_id (keyset pagination), so no audience is held in memory whole.
 from __future__ import annotations
 
 import difflib
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +40,9 @@ class PlatformResult:
     added: int = 0
     removed: int = 0
     skipped_no_identifier: int = 0
+    # Phone numbers not exported, by why (engine/phones.py InvalidPhone.reason): the
+    # user is still exported by email when they have one.
+    phones_left_out: Counter[str] = field(default_factory=Counter)
     files: list[Path] = field(default_factory=list)
 
 
@@ -56,6 +61,23 @@ def _check(store: Store, audience: str, platforms: tuple[str, ...]) -> None:
     close = difflib.get_close_matches(audience, names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise NotFoundError(f"no audience {audience!r} has members yet{hint}")
+
+
+def _identified(
+    platform: str, rows: Iterable[Mapping], shop_country: str, result: PlatformResult
+) -> list[tuple[str, dict[str, str]]]:
+    """(user_id, identifiers) of the users of `rows` worth writing; counts the others
+    and the phone numbers left out in `result`."""
+    kept = []
+    for row in rows:
+        values, phone_left_out = identifiers_for(platform, row, shop_country)
+        if phone_left_out:
+            result.phones_left_out[phone_left_out] += 1
+        if platform == "csv" or has_identifier(values):
+            kept.append((row["id"], values))
+        else:
+            result.skipped_no_identifier += 1
+    return kept
 
 
 def _count(store: Store, query: sa.Select) -> int:
@@ -89,7 +111,6 @@ def export_audience(
         remove_withdrawn(connection, now=now, audience=audience)
     query = consenting_members(audience)
     total = _count(store, query)
-    code = store.settings.shop.phone_country_code
     writer = AudienceWriter(
         platform,
         out_dir / f"{audience}.{platform}",
@@ -99,10 +120,7 @@ def export_audience(
     result = PlatformResult(platform)
     users_id = query.selected_columns.id
     for rows in _pages(store, query, users_id):
-        values = [(r["id"], identifiers_for(platform, r, code)) for r in rows]
-        kept = [(u, v) for u, v in values if platform == "csv" or has_identifier(v)]
-        result.skipped_no_identifier += len(values) - len(kept)
-        writer.write(kept)
+        writer.write(_identified(platform, rows, store.settings.shop.country, result))
     result.added = writer.count
     result.files = writer.close()
     return result
@@ -127,7 +145,6 @@ def _sync_platform(
     store: Store, audience: str, platform: str, out_dir: Path, now: datetime
 ) -> PlatformResult:
     result = PlatformResult(platform)
-    code = store.settings.shop.phone_country_code
     base = out_dir / f"{audience}.{platform}.{_stamp(now)}"
     current = consenting_members(audience)
     already = sa.select(synced.c.user_id).where(
@@ -141,9 +158,7 @@ def _sync_platform(
         session_seed=f"{base.name}:add",
     )
     for rows in _pages(store, adds_query, adds_query.selected_columns.id):
-        values = [(r["id"], identifiers_for(platform, r, code)) for r in rows]
-        kept = [(u, v) for u, v in values if platform == "csv" or has_identifier(v)]
-        result.skipped_no_identifier += len(values) - len(kept)
+        kept = _identified(platform, rows, store.settings.shop.country, result)
         adds.write(kept)
         with store.begin() as connection:
             if kept:
