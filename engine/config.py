@@ -37,7 +37,8 @@ class ShopSettings(_Section):
     # ISO 3166-1 alpha-2: the region of a phone number written without "+" when the
     # user has no country of their own (engine/phones.py).
     country: str = "CN"
-    # Digits only, no "+": kept for older nudge.toml files; `country` decides.
+    # Ignored since phone numbers are read with libphonenumber by country; still
+    # accepted so that older nudge.toml files load.
     phone_country_code: str = "86"
     locale: str = "zh-CN"
 
