@@ -8,24 +8,26 @@ dry-run cannot disagree.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from engine.consent import channel_consent_sql
 from engine.errors import NotFoundError
 from engine.planning.assignment import bucket, holdout_basis_points, variant_for_bucket
-from engine.consent import channel_consent_sql
-from engine.planning.pipeline import build_sources
+from engine.planning.pipeline import build_sources, is_final
 from engine.planning.runner import evaluate, refresh_stages_up_to
 from engine.store import Store
 from engine.store.people import User
-from engine.store.planning import Decision
+from engine.store.planning import Decision, OutboxAction
 from engine.triggers.base import TriggerContext
 from engine.triggers.registry import occurrences_for
 
 users = User.__table__
 decisions = Decision.__table__
+outbox = OutboxAction.__table__
 
 
 def _truth(value) -> str:
@@ -65,12 +67,15 @@ def explain_user(
                 for channel in spec.contact_channels
             }
             history = _history(connection, rule_id, user_id)
+            already = _decided(connection, spec, occurrence_query, user_id)
             group = _group(connection, ruleset, compiled, user_id, at)
             caps = _caps(connection, spec, user_id, at)
             funnel_rows = _funnel(connection, compiled, sources, occurrence_query) if funnel else []
         finally:
             transaction.rollback()
     verdict = _verdict(store, ruleset, rule_id, user_id, at)
+    if verdict["outcome"] == "not_matched" and already is not None:
+        verdict = already
     salt = settings.rules.assignment_salt
     holdout_bucket = bucket(user_id, rule_id, salt, "holdout")
     return {
@@ -123,27 +128,31 @@ def _occurrences(connection, query, user_id) -> list[dict]:
 
 
 def _base_from(sources, occurrence_query):
+    """users + profiles (+ the triggering event) for one user, and the sources with the
+    user's newest occurrence as the trigger of `since="trigger"` windows."""
     u, p = sources.users, sources.profiles
     joined = u.outerjoin(p, p.c.user_id == u.c.id)
-    if sources.event is not None and occurrence_query is not None:
-        occ = occurrence_query.subquery("occ")
+    if occurrence_query is None:
+        return joined, sources
+    occ = occurrence_query.subquery("occ")
+    newest = sa.select(occ).where(occ.c.user_id == u.c.id).order_by(occ.c.occurred_at.desc())
+    trigger_at = newest.with_only_columns(occ.c.trigger_at).limit(1).scalar_subquery()
+    sources = replace(sources, trigger_at=trigger_at)
+    if sources.event is not None:
         # The newest triggering event of the user, when there is one.
-        latest = (
-            sa.select(sa.func.max(occ.c.event_id)).where(occ.c.user_id == u.c.id).scalar_subquery()
-        )
+        latest = newest.with_only_columns(occ.c.event_id).limit(1).scalar_subquery()
         joined = joined.outerjoin(sources.event, sources.event.c.id == latest)
-    return joined
+    return joined, sources
 
 
 def _clauses(connection, compiled, sources, occurrence_query, user_id) -> list[dict]:
     """Every clause, leaf comparison and operand of the rule, for one user, one query."""
+    base, sources = _base_from(sources, occurrence_query)
     columns = compiled.explain_columns(sources)
     if not columns:
         return []
     query = sa.select(*(c.column.label(f"x{i}") for i, (_, c) in enumerate(columns)))
-    query = query.select_from(_base_from(sources, occurrence_query)).where(
-        sources.users.c.id == user_id
-    )
+    query = query.select_from(base).where(sources.users.c.id == user_id)
     row = connection.execute(query).first()
     result = []
     for index, (part, column) in enumerate(columns):
@@ -193,6 +202,72 @@ def _history(connection, rule_id, user_id) -> list[dict]:
         }
         for at, outcome, reason, variant, key in rows
     ]
+
+
+def _decided(connection, spec, occurrence_query, user_id) -> dict | None:
+    """The final decision already taken for one of the user's occurrences, if any.
+
+    A decided occurrence is not evaluated again (the dry-run verdict would say "not
+    matched"); explain says what was decided and what became of its actions instead.
+    """
+    if occurrence_query is None:
+        return None
+    occ = occurrence_query.subquery("occ")
+    keys = sa.select(occ.c.occurrence_key).where(occ.c.user_id == user_id)
+    if spec.once_per_user:
+        keys = sa.select(sa.literal("once", sa.String))
+    row = (
+        connection.execute(
+            sa.select(decisions)
+            .where(
+                decisions.c.rule_id == spec.rule_id,
+                decisions.c.user_id == user_id,
+                decisions.c.occurrence_key.in_(keys),
+                is_final(decisions, spec),
+            )
+            .order_by(decisions.c.decided_at.desc(), decisions.c.id.desc())
+            .limit(1)
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    actions = connection.execute(
+        sa.select(
+            outbox.c.kind,
+            outbox.c.state,
+            outbox.c.reason,
+            outbox.c.attempts,
+            outbox.c.sent_at,
+            outbox.c.next_attempt_at,
+        )
+        .where(outbox.c.decision_id == row["id"])
+        .order_by(outbox.c.id)
+    ).all()
+    return {
+        "outcome": "decided",
+        "reason": None,
+        "decided": {
+            "at": row["decided_at"].isoformat(),
+            "outcome": row["outcome"],
+            "reason": row["reason"],
+            "variant": row["variant"],
+            "occurrence": row["occurrence_key"],
+        },
+        "variant": row["variant"],
+        "actions": [
+            {
+                "kind": kind,
+                "state": state,
+                "reason": reason,
+                "attempts": attempts,
+                "sent_at": sent_at.isoformat() if sent_at else None,
+                "next_attempt_at": due.isoformat() if state == "planned" else None,
+            }
+            for kind, state, reason, attempts, sent_at, due in actions
+        ],
+    }
 
 
 def _group(connection, ruleset, compiled, user_id, at) -> dict | None:
@@ -285,6 +360,7 @@ def _funnel(connection, compiled, sources, occurrence_query) -> list[dict]:
         return []
     spec = compiled.spec
     occ = occurrence_query.subquery("occ")
+    sources = replace(sources, trigger_at=occ.c.trigger_at)
     u, p = sources.users, sources.profiles
     joined = occ.join(u, u.c.id == occ.c.user_id).outerjoin(p, p.c.user_id == u.c.id)
     if sources.event is not None:
@@ -335,13 +411,42 @@ def _clause_lines(clauses: list[dict]) -> list[str]:
     return lines
 
 
+def _decided_text(verdict: dict) -> str:
+    """'decided at T: planned (variant v); email sent at T2, coupon sent at T2'."""
+    decided = verdict["decided"]
+    text = f"decided at {decided['at']}: {decided['outcome']}"
+    if decided["reason"]:
+        text += f" ({decided['reason']})"
+    if decided["variant"]:
+        text += f", variant {decided['variant']}"
+    parts = []
+    for action in verdict["actions"]:
+        if action["state"] == "sent":
+            parts.append(f"{action['kind']} sent at {action['sent_at']}")
+        elif action["state"] == "planned" and action["attempts"]:
+            parts.append(
+                f"{action['kind']} retrying (attempt {action['attempts']}, "
+                f"next at {action['next_attempt_at']})"
+            )
+        elif action["state"] == "planned":
+            parts.append(f"{action['kind']} due at {action['next_attempt_at']}")
+        else:
+            reason = f" ({action['reason']})" if action["reason"] else ""
+            parts.append(f"{action['kind']} {action['state']}{reason}")
+    return text + ("; " + ", ".join(parts) if parts else "")
+
+
 def render_explanation(data: dict) -> str:
     lines = [f"{data['user']} / {data['rule']} at {data['at']}"]
     verdict = data["verdict"]
-    summary = verdict["outcome"] + (f" ({verdict['reason']})" if verdict.get("reason") else "")
-    if verdict.get("variant"):
-        summary += f", variant {verdict['variant']}"
-    lines.append(f"verdict: {summary}")
+    if verdict["outcome"] == "decided":
+        lines.append(f"verdict: {_decided_text(verdict)}")
+    else:
+        summary = verdict["outcome"]
+        summary += f" ({verdict['reason']})" if verdict.get("reason") else ""
+        if verdict.get("variant"):
+            summary += f", variant {verdict['variant']}"
+        lines.append(f"verdict: {summary}")
     trigger = data["trigger"]
     lines.append(f"trigger: {trigger['kind']} {trigger['value']}")
     if data["occurrences"]:

@@ -284,7 +284,18 @@ def _ranks_occurrences(spec: PlanSpec) -> bool:
 
 
 def _not_decided(spec: PlanSpec, user_id, key) -> sa.ColumnElement[bool]:
-    """No final decision yet for (rule, user, occurrence).
+    """No final decision yet for (rule, user, occurrence)."""
+    d = decisions.alias("done")
+    return ~sa.exists().where(
+        d.c.rule_id == spec.rule_id,
+        d.c.user_id == user_id,
+        d.c.occurrence_key == key,
+        is_final(d, spec),
+    )
+
+
+def is_final(d: sa.FromClause, spec: PlanSpec) -> sa.ColumnElement[bool]:
+    """Whether a decision row of `spec`'s rule decided its occurrence for good.
 
     Final: planned and held out; suppressed by `unless` (once stopped, stopped: a
     follow-up whose exit condition held is never sent later for that occurrence,
@@ -292,7 +303,6 @@ def _not_decided(spec: PlanSpec, user_id, key) -> sa.ColumnElement[bool]:
     suppressions (no consent, capped...) may turn into a plan later, and shadow
     outcomes are decided for real when the rule goes live.
     """
-    d = decisions.alias("done")
     final = [d.c.outcome.in_(("planned", "held_out"))]
     if not spec.once_per_user:
         # `once: per_user` keys every occurrence as "once": a stop there is about one
@@ -300,12 +310,7 @@ def _not_decided(spec: PlanSpec, user_id, key) -> sa.ColumnElement[bool]:
         final.append(sa.and_(d.c.outcome == "suppressed", d.c.reason == "unless"))
     if spec.status == "shadow":
         final.append(d.c.outcome == "shadow")
-    return ~sa.exists().where(
-        d.c.rule_id == spec.rule_id,
-        d.c.user_id == user_id,
-        d.c.occurrence_key == key,
-        sa.or_(*final),
-    )
+    return sa.or_(*final)
 
 
 def _decide(spec: PlanSpec, matched, at: datetime, superiors, salt: str, dialect: str):
