@@ -5,7 +5,8 @@ rule, its members who no longer match (left the trigger stage, or fail `when`) a
 marked removed, so the next sync sends a remove to the ad platforms. Consent
 withdrawal and unsubscribes are handled by engine.audiences.members at sync time.
 Event-triggered rules are skipped: their conditions may read the triggering event,
-which membership does not remember.
+which membership does not remember; so are rules whose conditions use
+`since="trigger"`, for the same reason.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from engine.conditions.functions import TriggerWindowUnavailable
 from engine.planning.spec import PlanSpec
 from engine.store.delivery import AudienceMember
 
@@ -35,7 +37,12 @@ def remove_unqualified(
     if not audiences or spec.event_trigger:
         return 0
     u, p = sources.users, sources.profiles
-    qualifies = [compile_conditions(spec.when, sources)] if spec.when else []
+    try:
+        qualifies = [compile_conditions(spec.when, sources)] if spec.when else []
+    except TriggerWindowUnavailable:
+        # `since="trigger"` reads the occurrence a member was added for, which the
+        # membership does not remember: such a rule's members stay until withdrawn.
+        return 0
     if spec.trigger.kind == "stage":
         qualifies.append(sources.stage == spec.trigger.value)
     if not qualifies:

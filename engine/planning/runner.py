@@ -134,10 +134,11 @@ def _plan_isolated(connection, rule, chosen, store, at, user_id, mode, dry_run) 
             user_id=user_id,
             mode="dry-run" if dry_run else mode,
         )
-    except sa.exc.SQLAlchemyError as exc:
+    except Exception as exc:  # noqa: BLE001 - one failing rule never stops the others
         savepoint.rollback()
+        cause = getattr(exc, "orig", None) or exc
         outcome = RuleOutcome(rule_id=rule.spec.rule_id, status="failed")
-        outcome.error = f"{type(exc.orig or exc).__name__}: {exc.orig or exc}".splitlines()[0]
+        outcome.error = f"{type(cause).__name__}: {cause}".splitlines()[0]
         outcome.duration_ms = int((clock.monotonic() - started) * 1000)
         return outcome
     savepoint.commit()

@@ -59,3 +59,30 @@ def test_members_who_leave_the_stage_leave_the_audience(store, settings, tmp_pat
 
     assert outcome.audience_removed == 1
     assert membership(store) == {"a": "no_longer_qualifies", "b": None}
+
+
+def test_a_rule_reading_since_trigger_keeps_its_members(store, settings, tmp_path):
+    """Membership does not remember the occurrence: the evaluation must not fail."""
+    write_rule(
+        settings,
+        "recent-buyers",
+        "trigger: {stage: first_purchase}\n"
+        'when: count("visit", since="trigger") == 0\n'
+        "actions:\n  audience: {name: recent-buyers}\n",
+    )
+    ingest(store, tmp_path, now=T, users=[{"id": "a", "ads_opt_in": True}])
+    bought = (T - timedelta(days=1)).isoformat()
+    ingest(
+        store,
+        tmp_path,
+        now=T,
+        events=[{"user": "a", "type": "purchase", "at": bought, "amount": 10}],
+    )
+    ruleset = ruleset_for(settings)
+    outcome = evaluate(store, ruleset, at=T).outcomes[0]
+    run_dispatcher(store, once=True, at=T)
+
+    later = evaluate(store, ruleset, at=T + timedelta(hours=1)).outcomes[0]
+
+    assert (outcome.status, outcome.planned, later.status) == ("done", 1, "done")
+    assert membership(store) == {"a": None}
