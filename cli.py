@@ -304,7 +304,10 @@ def stats(at: KpiAtOption = None, as_json: JsonFlag = False) -> None:
     if as_json:
         print_json(result)
     else:
+        from engine.stats import currency_note
+
         _print_kpis(result, store.settings.tz)
+        typer.echo(f"\n{currency_note(result['currency'])}")
 
 
 @users_app.command("show")
@@ -716,17 +719,12 @@ app.add_typer(audiences_app, name="audiences")
 
 def _delivery_now(value: str | None):
     """--at for delivery commands: ISO 8601; without an offset, in the shop time zone."""
-    from datetime import datetime
-
     from engine.clock import utcnow
+    from engine.planning.timeparse import parse_instant
 
     if value is None:
         return utcnow()
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise NudgeError(f"--at: {value!r} is not an ISO 8601 date and time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=load_settings().tz)
+    return parse_instant(value, load_settings().tz)
 
 
 class _delivery_store:  # lower case: used like a function, `with _delivery_store() as s:`
@@ -772,23 +770,48 @@ def dispatch(
 
 
 @app.command()
-def status(json_output: JsonFlag = False) -> None:
-    """Outbox counts per state, the oldest pending action, skip reasons and dead letters.
+def status(
+    json_output: JsonFlag = False,
+    all_rows: Annotated[
+        bool, typer.Option("--all", help="List every retrying and dead action, not the first 10.")
+    ] = False,
+) -> None:
+    """Outbox counts per state, the oldest pending action, skip reasons, the actions being
+    retried (attempts, next attempt, last error) and dead letters.
 
-    Example: nudge status --json
+    Example: nudge status --all
     """
     from engine.delivery.status import delivery_status
 
+    shown = 10  # rows per list without --all; --json is for machines: always every row
+
+    def more(hidden: int) -> None:
+        if hidden > 0:
+            typer.echo(f"… and {hidden} more (nudge status --all / --json)")
+
     with _delivery_store() as store:
-        report = delivery_status(store)
+        report = delivery_status(store, limit=None if json_output or all_rows else shown)
+        tz = store.settings.tz
     if json_output:
         print_json(report.as_dict())
         return
     print_table(["state", "actions"], [[k, v] for k, v in report.counts.items()])
-    typer.echo(f"oldest pending: {report.oldest_pending_at or '-'}")
+    typer.echo(f"oldest pending: {_local(report.oldest_pending_at, tz) or '-'}")
     if report.skipped_reasons:
         typer.echo("")
         print_table(["skip reason", "actions"], [[k, v] for k, v in report.skipped_reasons.items()])
+    if report.retrying:
+        typer.echo("")
+        print_table(
+            ["retrying id", "rule", "user", "kind", "attempts", "next attempt", "reason"]
+            + ["last error"],
+            [
+                [r["id"], r["rule_id"], r["user_id"], r["kind"], r["attempts"]]
+                + [_local(r["next_attempt_at"], tz), r["reason"], (r["last_error"] or "")[:80]]
+                for r in report.retrying
+            ],
+        )
+        more(report.retrying_total - len(report.retrying))
     if report.dead:
         typer.echo("")
         print_table(
@@ -806,6 +829,7 @@ def status(json_output: JsonFlag = False) -> None:
                 for d in report.dead
             ],
         )
+        more(report.dead_total - len(report.dead))
 
 
 @app.command()
@@ -896,6 +920,7 @@ def _print_audience_results(results, json_output: bool) -> None:
                     "added": r.added,
                     "removed": r.removed,
                     "skipped_no_identifier": r.skipped_no_identifier,
+                    "phones_left_out": dict(sorted(r.phones_left_out.items())),
                     "files": [str(f) for f in r.files],
                 }
                 for r in results
@@ -907,6 +932,10 @@ def _print_audience_results(results, json_output: bool) -> None:
             f"{r.platform}: +{r.added} -{r.removed} ({r.skipped_no_identifier} without "
             "email or phone)"
         )
+        if r.phones_left_out:  # by reason: "invalid" or "unparseable" (engine/phones.py)
+            total = r.phones_left_out.total()
+            reasons = ", ".join(f"{n} {why}" for why, n in sorted(r.phones_left_out.items()))
+            typer.echo(f"  left out {total} phone number{'s' * (total != 1)}: {reasons}")
         for path in r.files:
             typer.echo(f"  wrote {path}")
 

@@ -10,11 +10,12 @@ swept once per slot).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from itertools import islice
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from engine.scheduling import cron_trigger
+from engine.scheduling import fire_times
 from engine.store.people import User
 from engine.triggers.base import TriggerContext, TriggerSpec, no_event
 
@@ -25,28 +26,14 @@ GRACE = timedelta(hours=1)
 
 def next_fire_times(expression: str, timezone: ZoneInfo, after: datetime, count: int = 3):
     """The next `count` fire times strictly after `after` (for `nudge check`)."""
-    trigger = cron_trigger(expression, timezone)
-    times: list[datetime] = []
-    previous = None
-    cursor = after + timedelta(microseconds=1)
-    while len(times) < count:
-        fire = trigger.get_next_fire_time(previous, cursor)
-        if fire is None:
-            break
-        times.append(fire)
-        previous = fire
-        cursor = fire + timedelta(microseconds=1)
-    return times
+    return list(islice(fire_times(expression, timezone, after), count))
 
 
 def due_slot(expression: str, timezone: ZoneInfo, at: datetime) -> datetime | None:
     """The latest fire time in (at - GRACE, at], or None."""
-    trigger = cron_trigger(expression, timezone)
-    fire = trigger.get_next_fire_time(None, at - GRACE + timedelta(microseconds=1))
     latest = None
-    while fire is not None and fire <= at:
+    for fire in fire_times(expression, timezone, at - GRACE, until=at):
         latest = fire
-        fire = trigger.get_next_fire_time(fire, fire + timedelta(microseconds=1))
     return latest
 
 
