@@ -1,4 +1,8 @@
-"""`nudge coupons export`: every issued code as CSV for the shop's checkout to import."""
+"""`nudge coupons export`: every issued code as CSV for the shop's checkout to import.
+
+Void codes are exported too, with `voided_at` and `void_reason`, so that a checkout
+which imported a code before it was voided learns to refuse it.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ COLUMNS = (
     "expires_at",
     "redeemed_at",
     "redeemed_order_id",
+    "voided_at",
+    "void_reason",
 )
 
 

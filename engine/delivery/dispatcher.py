@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from engine.actions import ACTION_KINDS
 from engine.clock import ensure_aware
+from engine.coupons.void import settle_after_dispatch
 from engine.delivery.backoff import retry_delay
 from engine.delivery.channels import ChannelSet
 from engine.delivery.claims import claim_batch, record_outcomes
@@ -155,6 +156,10 @@ def dispatch_once(
     results = [(a, finalise(decided[a.id], a, config, now)) for a in actions]
     with store.begin() as connection:
         record_outcomes(connection, results, now=now, worker_id=worker_id)
+    # A coupon whose email/SMS was skipped or went dead is voided; after the commit
+    # above, not inside it, so concurrent dispatchers cannot both miss it (see
+    # engine/coupons/void.py).
+    settle_after_dispatch(store, results, now=now)
     for _action, outcome in results:
         report.outcomes[outcome.state] += 1
         if outcome.reason and outcome.state in ("skipped", "deferred", "dead"):

@@ -1,0 +1,183 @@
+"""Voiding coupons whose carrying message never reached the shopper.
+
+A coupon is shown to its shopper by the email or SMS of the same decision
+(outbox.decision_id). When every such message of the decision ended `skipped` or
+`dead`, the shopper never saw the code: it is voided (`voided_at`, `void_reason` such
+as `message_skipped:unsubscribed` or `message_dead:rejected`), is refused at
+redemption (`void`) and costs nothing. A decision without any email or SMS (a coupon
+shown in the shop's account page) never voids its coupon, and a redeemed coupon is
+never voided: someone evidently had the code.
+
+The void is a function of the outbox states, so settling is idempotent: a message
+that is retried (`nudge retry`) and then sent, or is pending again, makes its coupon
+live again; a later failure voids it again.
+
+Settling runs after the dispatcher has committed the outcomes of a batch, in its own
+transaction, for the decisions of that batch's coupon, email and SMS actions. Running
+after the commit matters on PostgreSQL with several dispatchers: if dispatcher A issues
+a coupon while dispatcher B records the decision's email as dead, either B's settle
+(which starts after B committed) sees A's coupon, or A's settle (which starts after A
+issued the coupon) sees B's committed outcome; inside B's record transaction both
+could miss each other. Redemption settles the coupons it is about to judge, so a
+dispatcher that died between its commit and its settle leaves no live void coupon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import ColumnElement, Connection
+
+from engine.store import Store
+from engine.store.delivery import Coupon
+from engine.store.planning import OutboxAction
+
+coupons = Coupon.__table__
+outbox = OutboxAction.__table__
+
+MESSAGE_KINDS = ("email", "sms")
+FAILED_STATES = ("skipped", "dead")
+FINAL_STATES = ("sent", "skipped", "dead")
+# The kinds whose final outcome can change whether a decision's coupon is live.
+SETTLING_KINDS = ("coupon", *MESSAGE_KINDS)
+VOID_PREFIX = "message_"
+
+
+def live() -> ColumnElement[bool]:
+    """The condition for a coupon that counts: issued and not voided.
+
+    Anything that counts issued coupons or their cost must filter with this.
+    """
+    return coupons.c.voided_at.is_(None)
+
+
+def _messages(decision: ColumnElement[Any]):
+    message = outbox.alias("message")
+    query = sa.select(message.c.id).where(
+        message.c.decision_id == decision, message.c.kind.in_(MESSAGE_KINDS)
+    )
+    return message, query
+
+
+def undelivered(decision: ColumnElement[Any]) -> ColumnElement[bool]:
+    """The decision has an email or SMS, and every one of them was skipped or went dead."""
+    message, query = _messages(decision)
+    return sa.and_(sa.exists(query), ~sa.exists(query.where(message.c.state.not_in(FAILED_STATES))))
+
+
+def void_reason(decision: ColumnElement[Any]) -> ColumnElement[str]:
+    """`message_<state>:<reason>` of the decision's first message (lowest id)."""
+    message, query = _messages(decision)
+    text = (
+        sa.literal(VOID_PREFIX)
+        + message.c.state
+        + sa.func.coalesce(sa.literal(":") + message.c.reason, sa.literal(""))
+    )
+    return (
+        query.with_only_columns(sa.func.substr(text, 1, 64))
+        .order_by(message.c.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def _decision_of_coupon() -> ColumnElement[Any]:
+    # A coupon carries its coupon action's idempotency key (unique in the outbox).
+    action = outbox.alias("coupon_action")
+    return (
+        sa.select(action.c.decision_id)
+        .where(action.c.idempotency_key == coupons.c.idempotency_key)
+        # Nested two levels down (in an EXISTS): auto-correlation only looks one up.
+        .correlate(coupons)
+        .scalar_subquery()
+    )
+
+
+def settle_coupons(
+    connection: Connection,
+    *,
+    now: datetime,
+    decision_ids: Sequence[int] | None = None,
+    scope: ColumnElement[bool] | None = None,
+) -> tuple[int, int]:
+    """Void the coupons of undelivered decisions, revive those voided by a message that
+    is now pending or sent; returns (voided, revived).
+
+    Limited to the coupons of `decision_ids` and/or those matching `scope` (a condition
+    on the coupons table); with neither, every coupon is settled.
+    """
+    conditions = []
+    if decision_ids is not None:
+        if not decision_ids:
+            return 0, 0
+        conditions.append(
+            coupons.c.idempotency_key.in_(
+                sa.select(outbox.c.idempotency_key).where(
+                    outbox.c.decision_id.in_(sorted(set(decision_ids))),
+                    outbox.c.kind == "coupon",
+                )
+            )
+        )
+    if scope is not None:
+        conditions.append(scope)
+    decision = _decision_of_coupon()
+    voided = connection.execute(
+        sa.update(coupons)
+        .where(
+            *conditions,
+            coupons.c.voided_at.is_(None),
+            coupons.c.redeemed_at.is_(None),
+            undelivered(decision),
+        )
+        .values(voided_at=now, void_reason=void_reason(decision))
+    ).rowcount
+    revived = connection.execute(
+        sa.update(coupons)
+        .where(
+            *conditions,
+            coupons.c.voided_at.is_not(None),
+            # Only voids made here: another kind of void is not undone by a message.
+            coupons.c.void_reason.startswith(VOID_PREFIX, autoescape=True),
+            ~undelivered(decision),
+        )
+        .values(voided_at=None, void_reason=None)
+    ).rowcount
+    return voided, revived
+
+
+def settle_after_dispatch(
+    store: Store, results: Sequence[tuple[Any, Any]], *, now: datetime
+) -> None:
+    """The dispatcher's hook: settle the decisions whose coupon, email or SMS action
+    reached a final state in this batch. `results` are (PlannedAction, Outcome) pairs."""
+    decision_ids = sorted(
+        {
+            action.decision_id
+            for action, outcome in results
+            if action.kind in SETTLING_KINDS and outcome.state in FINAL_STATES
+        }
+    )
+    if not decision_ids:
+        return
+    with store.begin() as connection:
+        settle_coupons(connection, now=now, decision_ids=decision_ids)
+
+
+def undelivered_decisions(connection: Connection, decision_ids: Sequence[int]) -> dict[int, str]:
+    """{decision id: void reason} for those of `decision_ids` whose messages all failed."""
+    if not decision_ids:
+        return {}
+    decision = outbox.alias("decision_action")
+    query = (
+        sa.select(decision.c.decision_id, void_reason(decision.c.decision_id))
+        .where(
+            decision.c.decision_id.in_(sorted(set(decision_ids))),
+            decision.c.kind == "coupon",
+            undelivered(decision.c.decision_id),
+        )
+        .distinct()
+    )
+    return dict(connection.execute(query).all())
