@@ -72,6 +72,7 @@ def deliver(ctx, actions):
     from engine.coupons.issue import issue_coupons
     from engine.coupons.void import undelivered_decisions
     from engine.delivery.context import Outcome
+    from engine.delivery.policy import user_zone
 
     good, bad = parse_params(actions, CouponParams)
     with ctx.store.begin() as connection:
@@ -79,7 +80,11 @@ def deliver(ctx, actions):
         issuing = [action for action, _ in good if action.decision_id not in failed]
         if issuing:
             issue_coupons(
-                connection, issuing, now=ctx.now, default_currency=ctx.settings.shop.currency
+                connection,
+                issuing,
+                now=ctx.now,
+                default_currency=ctx.settings.shop.currency,
+                zone_of=lambda user_id: user_zone(ctx, user_id),
             )
     outcomes = {
         action.id: Outcome.skipped(failed[action.decision_id])

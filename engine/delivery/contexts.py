@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from engine.coupons.issue import issue_coupons
 from engine.delivery.context import DeliveryContext, PlannedAction, params_of
+from engine.delivery.policy import user_zone
 from engine.store.planning import OutboxAction
 
 outbox = OutboxAction.__table__
@@ -48,6 +49,10 @@ def coupons_for(ctx: DeliveryContext, actions: Sequence[PlannedAction]) -> dict[
             for r in rows
         ]
         issued = issue_coupons(
-            connection, actions_like, now=ctx.now, default_currency=ctx.settings.shop.currency
+            connection,
+            actions_like,
+            now=ctx.now,
+            default_currency=ctx.settings.shop.currency,
+            zone_of=lambda user_id: user_zone(ctx, user_id),
         )
     return {r.decision_id: issued[r.idempotency_key] for r in rows}

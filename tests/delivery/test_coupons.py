@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -67,9 +67,11 @@ def test_issued_once_per_action_by_delivery(store):
         "CNY",
         Decimal("100.00"),
     )
-    assert first["expires_at"] == T0 + timedelta(days=14)
+    # Valid through the whole last day in the user's zone (the shop's, Asia/Shanghai,
+    # here): the email says "valid until 25 November", so it works that evening too.
+    assert first["expires_at"] == datetime(2026, 11, 25, 15, 59, 59, tzinfo=UTC)
     assert second["percent_off"] == 15 and second["code"].startswith("VIP-")
-    assert second["expires_at"] == T0 + timedelta(days=30)
+    assert second["expires_at"] == datetime(2026, 12, 11, 15, 59, 59, tzinfo=UTC)
     # A retry of an already-issued action finds the same code.
     from engine.coupons.issue import issue_coupons
     from engine.delivery.context import PlannedAction
@@ -77,7 +79,13 @@ def test_issued_once_per_action_by_delivery(store):
     row = outbox_rows(store)[0]
     fields = {k: row[k] for k in PlannedAction.__dataclass_fields__}
     with store.begin() as connection:
-        again = issue_coupons(connection, [PlannedAction(**fields)], now=T0, default_currency="X")
+        again = issue_coupons(
+            connection,
+            [PlannedAction(**fields)],
+            now=T0,
+            default_currency="X",
+            zone_of=lambda _: store.settings.tz,
+        )
     assert again[row["idempotency_key"]]["code"] == first["code"]
     assert len(coupons_of(store)) == 2
 
@@ -152,7 +160,7 @@ def test_redemption_outcomes(store):
         "o3": ("foreign", "the code was issued to another shopper's account"),
         "o4": (
             "expired",
-            "the code expired at 2026-11-12 10:00:00 Asia/Shanghai; "
+            "the code expired at 2026-11-12 23:59:59 Asia/Shanghai; "
             "the order was placed at 2026-11-13 10:00:00 Asia/Shanghai",
         ),
         "o5": ("unknown", "no coupon has the code NOPE-0000-0000"),
@@ -176,7 +184,7 @@ def test_export_csv(store):
         "code,user_id,rule_id,value,percent_off,currency,min_order,issued_at,expires_at,"
         "redeemed_at,redeemed_order_id,voided_at,void_reason"
     )
-    expires = (T0 + timedelta(days=7)).isoformat()
+    expires = "2026-11-18T15:59:59+00:00"  # the end of the last day in Shanghai
     assert line == f"{code},u1,winback,20.00,,CNY,,{T0.isoformat()},{expires},,,,"
 
 
@@ -228,7 +236,7 @@ def test_a_code_is_valid_up_to_and_including_its_expiry_instant(store):
     plan(store, "coupon", "u2", {"value": 20, "expires_in": "7d"})
     dispatch_until_idle(store, now=T0, worker_id="w", channels=ChannelSet())
     first, second = (c["code"] for c in coupons_of(store))
-    expiry = T0 + timedelta(days=7)
+    expiry = datetime(2026, 11, 18, 15, 59, 59, tzinfo=UTC)  # 23:59:59 in Shanghai
     purchase(store, "u1", first, expiry, 1)
     purchase(store, "u2", second, expiry + timedelta(microseconds=1), 2)
 
@@ -238,8 +246,8 @@ def test_a_code_is_valid_up_to_and_including_its_expiry_instant(store):
         "o1": ("redeemed", None),
         "o2": (
             "expired",
-            "the code expired at 2026-11-18 10:00:00 Asia/Shanghai; "
-            "the order was placed at 2026-11-18 10:00:00.000001 Asia/Shanghai",
+            "the code expired at 2026-11-18 23:59:59 Asia/Shanghai; "
+            "the order was placed at 2026-11-18 23:59:59.000001 Asia/Shanghai",
         ),
     }
 
@@ -404,3 +412,12 @@ def test_a_coupon_delivered_after_its_message_failed_is_not_issued_live(store):
     assert exported(store)["u2"]["void_reason"] == "message_dead:rejected"
     purchase(store, "u2", by_user(store)["u2"]["code"], T0 + timedelta(days=1), 1)
     assert redeem_coupons(store, now=T0 + timedelta(days=1)).counts == {"void": 1}
+
+
+def test_a_code_lasts_to_the_end_of_the_day_in_the_users_own_zone(store):
+    """The day the email prints is the user's local day; so is the code's last day."""
+    add_users(store, {"id": "ny", "timezone": "America/New_York"})
+    plan(store, "coupon", "ny", {"value": 20, "expires_in": "7d"})
+    dispatch_until_idle(store, now=T0, worker_id="w", channels=ChannelSet())
+    # T0 is 21:00 on 10 November in New York; seven days later is the 17th there.
+    assert coupons_of(store)[0]["expires_at"] == datetime(2026, 11, 18, 4, 59, 59, tzinfo=UTC)
