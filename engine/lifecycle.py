@@ -3,9 +3,11 @@
 Every seen user is in exactly one stage at any instant T. The definitions are tried
 in `STAGES` order and the first that holds wins (docs/lifecycle.md has the table):
 
-- ``churned`` / ``lapsed_member``: the last purchase is more than `churned_days` /
-  `lapsed_days` before T; or the user is a member who never bought and signed up
-  (signup event or users.member_since) more than that many days before T.
+- ``churned``: no activity for more than `churned_days` before T: the user's last
+  event of any kind (profiles.last_seen_at) and their signup (users.member_since)
+  are both older. Inactivity churns everyone: buyers, members and visitors alike.
+- ``lapsed_member``: a buyer whose last purchase is more than `lapsed_days` before T;
+  or a member who never bought, with no activity for more than `lapsed_days`.
 - ``vip``: total spent >= `vip_total_spent`, or member tier in `vip_tiers`.
 - ``repeat_buyer``: two or more purchases. ``first_purchase``: exactly one.
 - ``registered``: signed up at or before T, never bought.
@@ -29,11 +31,12 @@ from sqlalchemy.sql.expression import FunctionElement
 
 from engine.clock import ensure_aware
 from engine.config import LifecycleSettings, Settings
-from engine.store.people import LifecycleMark, StageMembership, User
+from engine.store.people import Event, LifecycleMark, StageMembership, User
 from engine.store.profiles import profiles_as_of
 from engine.store.types import UTCDateTime
 
 users_table = User.__table__
+events_table = Event.__table__
 memberships = StageMembership.__table__
 marks = LifecycleMark.__table__
 
@@ -125,6 +128,7 @@ class _Facts:
     member_since: ColumnElement  # users.member_since, which may lie after T
     signup_at: ColumnElement  # the first signup event at or before T
     first_seen_at: ColumnElement
+    last_seen_at: ColumnElement  # the latest event of any kind at or before T
     purchases: ColumnElement
     last_purchase_at: ColumnElement
     first_purchase_at: ColumnElement
@@ -141,10 +145,6 @@ class _Facts:
     def seen(self) -> ColumnElement:
         return sa.or_(self.first_seen_at.is_not(None), self.is_member)
 
-    def signed_up_before(self, cutoff: ColumnElement) -> ColumnElement:
-        """Signed up before `cutoff` (a cutoff at or before T)."""
-        return sa.or_(self.signup_at < cutoff, self.member_since < cutoff)
-
     @property
     def signed_up_at(self) -> ColumnElement:
         """The earliest of the signup event and a member_since at or before T."""
@@ -154,6 +154,28 @@ class _Facts:
         )
         return sa.case((use_member_since, self.member_since), else_=self.signup_at)
 
+    def inactive_since(self, cutoff: ColumnElement) -> ColumnElement:
+        """No activity at or after `cutoff` (a cutoff at or before T).
+
+        Activity is any event, and the signup: a member imported from a CRM may have a
+        member_since and no event at all. Written without CASE (see the class note);
+        for a seen user at least one of the two dates exists.
+        """
+        return sa.and_(
+            sa.or_(self.last_seen_at.is_(None), self.last_seen_at < cutoff),
+            sa.or_(
+                self.member_since.is_(None),
+                self.member_since < cutoff,
+                self.member_since > self.at,
+            ),
+        )
+
+    @property
+    def last_active_at(self) -> ColumnElement:
+        """The instant `inactive_since` measures from: latest event or signup."""
+        member_since = sa.case((self.member_since <= self.at, self.member_since))
+        return _latest(self.last_seen_at, member_since)
+
 
 def _facts(users: FromClause, profiles: FromClause, as_of: datetime) -> _Facts:
     return _Facts(
@@ -161,6 +183,7 @@ def _facts(users: FromClause, profiles: FromClause, as_of: datetime) -> _Facts:
         member_since=users.c.member_since,
         signup_at=profiles.c.signup_at,
         first_seen_at=profiles.c.first_seen_at,
+        last_seen_at=profiles.c.last_seen_at,
         purchases=sa.func.coalesce(profiles.c.purchase_count, 0),
         last_purchase_at=profiles.c.last_purchase_at,
         first_purchase_at=profiles.c.first_purchase_at,
@@ -177,20 +200,20 @@ def _conditions(
     lapse_cutoff = _instant(as_of - timedelta(days=settings.lapsed_days))
     new_cutoff = _instant(as_of - timedelta(days=settings.new_visitor_days))
     bought = facts.purchases > 0
-
-    def inactive_since(cutoff):
-        # Strictly before the cutoff = strictly more than N days before T.
-        return sa.or_(
-            sa.and_(bought, facts.last_purchase_at < cutoff),
-            sa.and_(~bought, facts.signed_up_before(cutoff)),
-        )
-
+    # Cutoffs compare strictly: before the cutoff = strictly more than N days before T.
     vip = facts.total_spent >= settings.vip_total_spent
     if settings.vip_tiers:
         vip = sa.or_(vip, facts.member_tier.in_(settings.vip_tiers))
     return {
-        "churned": inactive_since(churn_cutoff),
-        "lapsed_member": inactive_since(lapse_cutoff),
+        # Any activity keeps a user out of churned, whatever they did before.
+        "churned": facts.inactive_since(churn_cutoff),
+        # Buyers lapse by their purchases (visiting without buying does not help); a
+        # member who never bought has no purchase clock, so their activity is the clock.
+        # Anonymous visitors never lapse: they are prospects until they churn.
+        "lapsed_member": sa.or_(
+            sa.and_(bought, facts.last_purchase_at < lapse_cutoff),
+            sa.and_(~bought, facts.is_member, facts.inactive_since(lapse_cutoff)),
+        ),
         "vip": vip,
         "repeat_buyer": facts.purchases >= 2,
         "first_purchase": facts.purchases == 1,
@@ -235,11 +258,13 @@ def _entry_instant(
     name) so that each definition is evaluated once per user.
     """
     at = _instant(now)
-    # The inactivity stages begin when whichever clock ran out: last purchase or signup.
-    inactive_from = sa.case((facts.purchases > 0, facts.last_purchase_at), else_=facts.signed_up_at)
+    last_active = facts.last_active_at
+    # Lapsing begins when the clock of the definition ran out: the last purchase for a
+    # buyer, the last activity for a member who never bought.
+    lapse_from = sa.case((facts.purchases > 0, facts.last_purchase_at), else_=last_active)
     natural = {
-        "churned": add_days(inactive_from, settings.churned_days),
-        "lapsed_member": add_days(inactive_from, settings.lapsed_days),
+        "churned": add_days(last_active, settings.churned_days),
+        "lapsed_member": add_days(lapse_from, settings.lapsed_days),
         "first_purchase": facts.first_purchase_at,
         "registered": facts.signed_up_at,
         "new_visitor": facts.first_seen_at,
@@ -307,9 +332,31 @@ def refresh_stages(connection: Connection, settings: Settings, now: datetime) ->
         (computed.c.entered_at > at, at),
         else_=computed.c.entered_at,
     )
-    # History stays monotone even when late events move a natural entry instant
-    # before the previous entry: the new stay starts no earlier than the old one.
-    entered_at = _latest(natural, open_rows.c.entered_at)
+    # Only activity ends churned (or a never-buyer's lapse), so a user leaving it for a
+    # stage whose natural instant predates the stay (lapsed_member by an old purchase,
+    # registered by the signup) came back: the new stay starts at their first event
+    # after the old one began. Indexed by user; evaluated only for those rows.
+    returned_at = (
+        sa.select(sa.func.min(events_table.c.occurred_at))
+        .where(
+            events_table.c.user_id == computed.c.user_id,
+            events_table.c.occurred_at > open_rows.c.entered_at,
+            events_table.c.occurred_at <= at,
+        )
+        .correlate_except(events_table)
+        .scalar_subquery()
+    )
+    entered_at = sa.case(
+        (open_rows.c.entered_at.is_(None), natural),
+        (natural >= open_rows.c.entered_at, natural),
+        (
+            open_rows.c.stage.in_(("churned", "lapsed_member")),
+            sa.func.coalesce(returned_at, open_rows.c.entered_at),
+        ),
+        # History stays monotone even when late events move a natural entry instant
+        # before the previous entry: the new stay starts no earlier than the old one.
+        else_=open_rows.c.entered_at,
+    )
     changes = (
         sa.select(
             computed.c.user_id,
@@ -371,10 +418,16 @@ def refresh_stages(connection: Connection, settings: Settings, now: datetime) ->
 
 
 MARK = "stages"
+# Bumped whenever a definition changes meaning, so that the first refresh after an
+# upgrade recomputes everyone instead of trusting stages the old definitions recorded.
+# 1 (unversioned): the thresholds alone. 2: churned means inactive (any event),
+# and members who never bought lapse by inactivity.
+DEFINITIONS_VERSION = 2
 
 
 def _settings_hash(lifecycle: LifecycleSettings) -> str:
-    return hashlib.sha256(lifecycle.model_dump_json().encode()).hexdigest()
+    fingerprint = f"{lifecycle.model_dump_json()} definitions={DEFINITIONS_VERSION}"
+    return hashlib.sha256(fingerprint.encode()).hexdigest()
 
 
 def _read_mark(connection: Connection):
@@ -394,9 +447,11 @@ def _candidates(
     """Users whose stage may differ from the last refresh at `since`.
 
     Either their data changed (ingest marks them stage_dirty) or time alone moved them:
-    one of their dates crossed a threshold in (since, now] — a purchase or signup
-    becoming 90 or 365 days old, a first visit becoming 30 days old, a future
-    member_since arriving. Everyone else provably keeps their stage.
+    one of their dates crossed a threshold in (since, now] — a last purchase becoming
+    90 days old, a last event or signup becoming 90 or 365 days old (inactivity), a
+    first visit becoming 30 days old, a future member_since arriving. Everyone else
+    provably keeps their stage: the definitions read no other date (first and signup
+    events are never later than the last event, so they need no clause of their own).
     """
     profiles = profiles_as_of(connection, now)
     u = users_table
@@ -407,15 +462,14 @@ def _candidates(
             column <= _instant(now - timedelta(days=days)),
         )
 
-    thresholds = (settings.lapsed_days, settings.churned_days)
-    clauses = [u.c.stage_dirty.is_(True), crossed(u.c.member_since, 0)]
-    for days in thresholds:
-        clauses += [
-            crossed(profiles.c.last_purchase_at, days),
-            crossed(profiles.c.signup_at, days),
-            crossed(u.c.member_since, days),
-        ]
-    clauses.append(crossed(profiles.c.first_seen_at, settings.new_visitor_days))
+    clauses = [
+        u.c.stage_dirty.is_(True),
+        crossed(u.c.member_since, 0),
+        crossed(profiles.c.last_purchase_at, settings.lapsed_days),
+        crossed(profiles.c.first_seen_at, settings.new_visitor_days),
+    ]
+    for days in (settings.lapsed_days, settings.churned_days):
+        clauses += [crossed(profiles.c.last_seen_at, days), crossed(u.c.member_since, days)]
     return (
         sa.select(u.c.id)
         .select_from(u.outerjoin(profiles, profiles.c.user_id == u.c.id))
