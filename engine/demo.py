@@ -26,6 +26,11 @@ USERS_FILE = "users.jsonl"
 EVENTS_FILE = "events.jsonl"
 WINDOW_DAYS = 180
 SHOP_ZONE = ZoneInfo("Asia/Shanghai")
+MOBILE_PREFIXES = (
+    tuple(f"13{d}" for d in range(10))
+    + ("150", "151", "152", "153", "155", "156", "157", "158", "159")
+    + tuple(f"18{d}" for d in range(10))
+)
 DAY = timedelta(days=1)
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘"
@@ -235,7 +240,13 @@ class _ShopStory:
             upgraded = tier == "gold" and rng.random() < 0.1
             user["member_tier"] = "platinum" if upgraded else tier
             if chinese and rng.random() < 0.6:
-                user["phone"] = "1" + rng.choice("3456789") + f"{rng.randrange(10**9):09d}"
+                # Real mainland mobile ranges (13x, 15x, 18x): a made-up prefix such
+                # as 14x would be an invalid number that SMS and ad exports refuse.
+                # (Two draws, as the demo always made: the rest of the shop stays the same.)
+                rng.choice("3456789")
+                draw = rng.randrange(10**9)
+                prefix = MOBILE_PREFIXES[draw % len(MOBILE_PREFIXES)]
+                user["phone"] = prefix + f"{draw // len(MOBILE_PREFIXES) % 10**8:08d}"
         tags = []
         if rng.random() < 0.2:
             tags.append("wechat-follower")
