@@ -33,6 +33,13 @@ def sqlite_md5_bucket(text: str) -> int:
     return int(digest.hexdigest()[:8], 16) % BUCKETS
 
 
+def sqlite_md5_hex(text: str | None) -> str | None:
+    """Registered on SQLite connections as md5(text): PostgreSQL's md5(), hex digest."""
+    if text is None:
+        return None
+    return hashlib.md5(str(text).encode(), usedforsecurity=False).hexdigest()
+
+
 def bucket_sql(
     user_id: sa.ColumnElement, rule_id: str, salt: str, purpose: str, dialect: str
 ) -> sa.ColumnElement[int]:

@@ -30,7 +30,7 @@ from engine.planning.assignment import bucket_sql, holdout_basis_points, variant
 from engine.planning.audience_exits import remove_unqualified
 from engine.planning.spec import PlanSpec
 from engine.store.people import Event, User
-from engine.store.planning import Decision, OutboxAction, Run
+from engine.store.planning import Decision, Installation, OutboxAction, Run
 from engine.store.profiles import profiles_as_of
 from engine.store.sql import dialect_insert
 from engine.store.types import JsonDocument, UTCDateTime
@@ -42,6 +42,7 @@ events = Event.__table__
 decisions = Decision.__table__
 outbox = OutboxAction.__table__
 runs = Run.__table__
+installation = Installation.__table__
 
 SAMPLE_SIZE = 3
 
@@ -230,6 +231,7 @@ def _candidates(
     if ev is not None:
         joined = joined.join(ev, ev.c.id == occ.c.event_id)
     key = sa.literal("once", sa.String) if spec.once_per_user else occ.c.occurrence_key
+    ref = sa.literal("once", sa.String) if spec.once_per_user else occ.c.occurrence_ref
     # `unless` is a list of exit conditions: any one of them holding stops the user.
     unless = sa.or_(sa.false(), *(compile_conditions([e], sources) for e in spec.unless))
     unless_hit = sa.case((unless, 1), else_=0)
@@ -244,6 +246,7 @@ def _candidates(
         occ.c.occurred_at,
         occ.c.trigger_at,
         occ.c.event_id,
+        ref.label("occurrence_ref"),
         unless_hit.label("unless_hit"),
     ]
     ranked = _ranks_occurrences(spec)
@@ -366,6 +369,7 @@ def _decide(spec: PlanSpec, matched, at: datetime, superiors, salt: str, dialect
         matched.c.occurred_at,
         matched.c.trigger_at,
         matched.c.event_id,
+        sa.func.md5(matched.c.occurrence_ref).label("occurrence_ref"),
         sa.null().label("outcome"),
         reason.label("reason"),
         variant.label("variant"),
@@ -402,6 +406,7 @@ def _scratch_table(connection: Connection) -> sa.Table:
         sa.Column("occurred_at", UTCDateTime),
         sa.Column("trigger_at", UTCDateTime),
         sa.Column("event_id", sa.BigInteger),
+        sa.Column("occurrence_ref", sa.String(32)),
         sa.Column("outcome", sa.String(16)),
         sa.Column("reason", sa.String(64)),
         sa.Column("variant", sa.String(64)),
@@ -434,7 +439,7 @@ def _count(connection, scratch, outcome: RuleOutcome) -> None:
 
 def _record_decisions(connection, scratch, run_id: int, rule_id: str, at: datetime) -> None:
     columns = ["run_id", "rule_id", "user_id", "occurrence_key", "outcome", "reason"]
-    columns += ["variant", "decided_at", "occurred_at", "trigger_at", "event_id"]
+    columns += ["variant", "decided_at", "occurred_at", "trigger_at", "event_id", "occurrence_ref"]
     source = sa.select(
         sa.literal(run_id, sa.BigInteger),
         sa.literal(rule_id, sa.String),
@@ -447,6 +452,7 @@ def _record_decisions(connection, scratch, run_id: int, rule_id: str, at: dateti
         scratch.c.occurred_at,
         scratch.c.trigger_at,
         scratch.c.event_id,
+        scratch.c.occurrence_ref,
     ).where(sa.true())  # SQLite's upsert-after-SELECT parsing ambiguity
     statement = dialect_insert(connection, decisions).from_select(columns, source)
     prior, new = decisions.c, statement.excluded
@@ -469,8 +475,35 @@ def _record_decisions(connection, scratch, run_id: int, rule_id: str, at: dateti
     connection.execute(statement)
 
 
+def install_id(connection) -> str:
+    """This database's install id (made once, by migration 0003)."""
+    return connection.execute(sa.select(installation.c.id)).scalar_one()
+
+
+def _idempotency_key(d, install: str, rule_id: str, kind: str) -> sa.ColumnElement[str]:
+    """md5(install : rule : user : occurrence : action), 32 hex digits.
+
+    From what the action is, never from row numbers (DESIGN invariant 9): a second
+    install or a restored database cannot give a new message an old message's
+    Message-ID or webhook-id. Decisions made before schema 0003 have no ref and use
+    their occurrence key.
+    """
+    parts = [
+        sa.literal(f"{install}:{rule_id}:", sa.String),
+        d.c.user_id,
+        sa.literal(":", sa.String),
+        sa.func.coalesce(d.c.occurrence_ref, d.c.occurrence_key),
+        sa.literal(f":{kind}", sa.String),
+    ]
+    text = parts[0]
+    for part in parts[1:]:
+        text = text + part
+    return sa.func.md5(text, type_=sa.String)
+
+
 def _plan_actions(connection, spec: PlanSpec, run_id: int, at: datetime) -> dict[str, int]:
     """Outbox rows for this run's planned decisions: one per action, per variant."""
+    install = install_id(connection)
     d = decisions
     u = users.alias("u")
     columns = ["idempotency_key", "decision_id", "run_id", "rule_id", "user_id", "kind"]
@@ -493,7 +526,7 @@ def _plan_actions(connection, spec: PlanSpec, run_id: int, at: datetime) -> dict
                 filters.append(channel_consent_sql(u, action.channel))
             source = (
                 sa.select(
-                    sa.cast(d.c.id, sa.String) + sa.literal(f":{action.kind}", sa.String),
+                    _idempotency_key(d, install, spec.rule_id, action.kind),
                     d.c.id,
                     d.c.run_id,
                     d.c.rule_id,

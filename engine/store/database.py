@@ -16,7 +16,7 @@ from sqlalchemy.pool import NullPool
 
 from engine.config import Settings
 from engine.errors import ConfigError
-from engine.planning.assignment import sqlite_md5_bucket
+from engine.planning.assignment import sqlite_md5_bucket, sqlite_md5_hex
 
 
 @dataclass
@@ -89,6 +89,8 @@ def _sqlite_engine(url: str) -> Engine:
         # PostgreSQL has md5(); SQLite gets the same assignment hash so holdout and
         # variant buckets are computed in SQL identically on both.
         dbapi_connection.create_function("nudge_bucket", 1, sqlite_md5_bucket, deterministic=True)
+        # md5() as PostgreSQL has it (hex digest): idempotency keys are hashed in SQL.
+        dbapi_connection.create_function("md5", 1, sqlite_md5_hex, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):

@@ -70,6 +70,11 @@ class Decision(SQLModel, table=True):
     trigger_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     # The triggering event of an event rule, so `unless` can read its fields at send time.
     event_id: int | None = Field(default=None, sa_column=Column(BigId))
+    # MD5 of the occurrence's natural identity (the event's source id, the stage and
+    # its entry instant, the schedule slot, the followed decision's rule and ref): what
+    # idempotency keys derive from, never row numbers, so that a restored database or
+    # a second install cannot reuse a key for a different message (DESIGN invariant 9).
+    occurrence_ref: str | None = Field(default=None, max_length=32)
 
 
 class OutboxAction(SQLModel, table=True):
@@ -111,3 +116,16 @@ class OutboxAction(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+
+
+class Installation(SQLModel, table=True):
+    """One row made when the schema is created: this database's install id.
+
+    Every idempotency key includes it, so two shops (or a staging copy) running Nudge
+    never send the same Message-ID or webhook-id for different messages.
+    """
+
+    __tablename__ = "installation"
+
+    id: str = Field(sa_column=Column(String(36), primary_key=True))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))

@@ -42,3 +42,11 @@ def plus_duration(instant: sa.ColumnElement, delta: timedelta, dialect: str) -> 
     seconds = delta.total_seconds()
     shifted = sa.func.strftime("%Y-%m-%d %H:%M:%f", instant, f"{seconds:+.3f} seconds")
     return sa.type_coerce(shifted + sa.literal("000", sa.String), UTCDateTime())
+
+
+def epoch_seconds(instant: sa.ColumnElement, dialect: str) -> sa.ColumnElement[int]:
+    """Whole seconds since 1970 of a stored instant: a text-free, zone-free identity
+    (PostgreSQL would render a timestamptz as text in the session's time zone)."""
+    if dialect == "postgresql":
+        return sa.cast(sa.func.floor(sa.extract("epoch", instant)), sa.BigInteger)
+    return sa.cast(sa.func.strftime("%s", instant), sa.BigInteger)

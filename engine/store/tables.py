@@ -19,7 +19,7 @@ from engine.store.people import (
     User,
     UserTag,
 )
-from engine.store.planning import Decision, OutboxAction, Run
+from engine.store.planning import Decision, Installation, OutboxAction, Run
 
 metadata = SQLModel.metadata
 
@@ -32,6 +32,7 @@ __all__ = [
     "Decision",
     "DeliveryAttempt",
     "Event",
+    "Installation",
     "LifecycleMark",
     "OutboxAction",
     "Profile",

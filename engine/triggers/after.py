@@ -74,6 +74,12 @@ def occurrences(spec: TriggerSpec, ctx: TriggerContext) -> sa.Select:
         plus_duration(anchor, wait, dialect).label("occurred_at"),
         sa.func.coalesce(d.c.trigger_at, anchor).label("trigger_at"),
         no_event(),
+        (
+            sa.literal("after:", sa.String)
+            + d.c.rule_id
+            + sa.literal(":", sa.String)
+            + sa.func.coalesce(d.c.occurrence_ref, d.c.occurrence_key)
+        ).label("occurrence_ref"),
     ).where(
         d.c.rule_id == spec.value,
         d.c.outcome == "planned",

@@ -16,8 +16,18 @@ from engine.config import Settings
 #   entry instant, the schedule slot, the instant a follow-up fell due);
 # - trigger_at: where its chain started: occurred_at itself, or for a follow-up the
 #   original occurrence it follows (`since="trigger"` windows start there);
-# - event_id: the triggering event of an event rule, else NULL.
-OCCURRENCE_COLUMNS = ("user_id", "occurrence_key", "occurred_at", "trigger_at", "event_id")
+# - event_id: the triggering event of an event rule, else NULL;
+# - occurrence_ref: the occurrence's natural identity as text (no row numbers): the
+#   event's source id, the stage and its entry instant, the slot, the followed
+#   decision. Idempotency keys derive from it (DESIGN invariant 9).
+OCCURRENCE_COLUMNS = (
+    "user_id",
+    "occurrence_key",
+    "occurred_at",
+    "trigger_at",
+    "event_id",
+    "occurrence_ref",
+)
 
 
 @dataclass(frozen=True)

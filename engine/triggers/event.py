@@ -28,6 +28,7 @@ def occurrences(spec: TriggerSpec, ctx: TriggerContext) -> sa.Select:
         e.c.occurred_at.label("occurred_at"),
         e.c.occurred_at.label("trigger_at"),
         e.c.id.label("event_id"),
+        (sa.literal("event:", sa.String) + e.c.source_id).label("occurrence_ref"),
     ).where(
         e.c.type == spec.value,
         e.c.occurred_at <= ctx.at,

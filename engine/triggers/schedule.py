@@ -51,6 +51,7 @@ def occurrences(spec: TriggerSpec, ctx: TriggerContext) -> sa.Select | None:
         sa.literal(fire, users.c.member_since.type).label("occurred_at"),
         sa.literal(fire, users.c.member_since.type).label("trigger_at"),
         no_event(),
+        sa.literal(f"schedule:{_iso(fire)}", sa.String).label("occurrence_ref"),
     )
 
 

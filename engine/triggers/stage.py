@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from engine.store.people import StageMembership
+from engine.store.sql import epoch_seconds
 from engine.triggers.base import TriggerContext, TriggerSpec, instant_slot, key_text, no_event
 
 memberships = StageMembership.__table__
@@ -28,6 +29,12 @@ def occurrences(spec: TriggerSpec, ctx: TriggerContext) -> sa.Select:
         m.c.entered_at.label("occurred_at"),
         m.c.entered_at.label("trigger_at"),
         no_event(),
+        (
+            sa.literal("stage:", sa.String)
+            + m.c.stage
+            + sa.literal(":", sa.String)
+            + sa.cast(epoch_seconds(m.c.entered_at, ctx.connection.dialect.name), sa.String)
+        ).label("occurrence_ref"),
     ).where(
         m.c.stage == spec.value,
         m.c.entered_at <= ctx.at,
