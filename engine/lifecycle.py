@@ -21,6 +21,7 @@ Only events at or before T count (DESIGN invariant 5), through `profiles_as_of`.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -323,7 +324,10 @@ def refresh_stages(connection: Connection, settings: Settings, now: datetime) ->
     mark = _read_mark(connection)
     fingerprint = _settings_hash(settings.lifecycle)
     incremental = mark is not None and mark.settings_hash == fingerprint and mark.as_of <= now
-    only = _candidates(connection, settings.lifecycle, mark.as_of, now) if incremental else None
+    dirty = _snapshot_dirty(connection)
+    only = (
+        _candidates(connection, settings.lifecycle, mark.as_of, now, dirty) if incremental else None
+    )
     computed = current_stage_rows(connection, settings, now, only=only)
     open_rows = memberships.alias("open_row")
     at = _instant(now)
@@ -409,10 +413,15 @@ def refresh_stages(connection: Connection, settings: Settings, now: datetime) ->
         sa.select(memberships.c.stage, sa.func.count())
         .where(memberships.c.id > last_id)
         .group_by(memberships.c.stage)
-    )
+    ).all()  # fetched now: SQLite cannot drop a table while a cursor is open
+    # Only the flags this refresh read: a user dirtied by an ingest that committed in
+    # the meantime keeps the flag and is looked at by the next refresh.
     connection.execute(
-        users_table.update().where(users_table.c.stage_dirty.is_(True)).values(stage_dirty=False)
+        users_table.update()
+        .where(users_table.c.id.in_(sa.select(dirty.c.id)))
+        .values(stage_dirty=False)
     )
+    dirty.drop(connection)
     _write_mark(connection, now, fingerprint)
     return StageRefresh(now=now, entered={stage: n for stage, n in counts}, exited=closed)
 
@@ -441,8 +450,34 @@ def _write_mark(connection: Connection, now: datetime, fingerprint: str) -> None
         connection.execute(marks.insert().values(name=MARK, **values))
 
 
+def _snapshot_dirty(connection: Connection) -> sa.Table:
+    """The users flagged stage_dirty now, copied into a temporary table.
+
+    The refresh recomputes exactly these (plus time-driven crossings) and clears
+    exactly these flags. On PostgreSQL the rows are locked for the transaction: an
+    ingest for one of them waits and flags it again after this refresh commits, so
+    its new data is never cleared unseen. (SQLite serialises writers already.)
+    """
+    table = sa.Table(
+        f"stage_dirty_{uuid.uuid4().hex[:8]}",
+        sa.MetaData(),
+        sa.Column("id", sa.String(128), primary_key=True),
+        prefixes=["TEMPORARY"],
+    )
+    table.create(connection)
+    flagged = sa.select(users_table.c.id).where(users_table.c.stage_dirty.is_(True))
+    if connection.dialect.name == "postgresql":
+        flagged = flagged.with_for_update()
+    connection.execute(table.insert().from_select(["id"], flagged))
+    return table
+
+
 def _candidates(
-    connection: Connection, settings: LifecycleSettings, since: datetime, now: datetime
+    connection: Connection,
+    settings: LifecycleSettings,
+    since: datetime,
+    now: datetime,
+    dirty: sa.Table,
 ) -> Select:
     """Users whose stage may differ from the last refresh at `since`.
 
@@ -463,7 +498,7 @@ def _candidates(
         )
 
     clauses = [
-        u.c.stage_dirty.is_(True),
+        u.c.id.in_(sa.select(dirty.c.id)),
         crossed(u.c.member_since, 0),
         crossed(profiles.c.last_purchase_at, settings.lapsed_days),
         crossed(profiles.c.first_seen_at, settings.new_visitor_days),

@@ -117,5 +117,8 @@ def refresh_profiles(
     dirty = users.update().values(stage_dirty=True)
     if user_ids is not None:
         dirty = dirty.where(users.c.id.in_(user_ids))
-    connection.execute(dirty.where(users.c.stage_dirty.is_(False)))
+    # Unconditionally, not only where the flag is off: on PostgreSQL a stage refresh
+    # in progress holds the rows it is about to clear, and this write must wait for it
+    # and flag the user again afterwards (engine/lifecycle.py `_snapshot_dirty`).
+    connection.execute(dirty)
     return count
