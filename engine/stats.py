@@ -5,6 +5,8 @@ Definitions, the same everywhere in Nudge, all "to date" (every event at or befo
 - GMV: purchase amounts minus refund amounts; AOV: GMV / orders;
 - repeat-purchase rate: buyers with two or more purchases / buyers;
 - first-purchase conversion: buyers / users seen.
+Money is in the shop currency: ingest converts amounts in other currencies
+(engine/ingest/money.py), so the sums never add one currency to another.
 One grouped query over users joined to their profiles as of T does the work; the
 totals add up the few per-stage rows, so totals and stage rows always agree.
 """
@@ -111,6 +113,14 @@ def _rate(part: int, whole: int) -> float | None:
 def format_money(value: Decimal | None, currency: str) -> str:
     """`12,345.60 CNY`: thousands separated, two decimals, the shop currency."""
     return "-" if value is None else f"{value:,.2f} {currency}"
+
+
+def currency_note(currency: str) -> str:
+    """Says what the money figures are in, and where other currencies went."""
+    return (
+        f"Money in {currency}, the shop currency: amounts in other currencies are "
+        "converted at ingest ([currency] rates in nudge.toml)."
+    )
 
 
 def format_rate(value: float | None) -> str:

@@ -18,6 +18,7 @@ from queue import Full, Queue
 from engine.clock import ensure_aware
 from engine.config import Settings
 from engine.errors import IngestError
+from engine.ingest.money import ShopCurrency
 from engine.ingest.readers import Record, Source, iter_sources, raw_text
 from engine.ingest.records import EVENT_TIME_KEYS, EVENT_USER_KEYS, event_row, user_row
 from engine.ingest.report import FileReport, IngestReport, Reject, RejectsWriter
@@ -140,7 +141,7 @@ class _Batch:
 
 def _batches(source: Source, kind: str, settings: Settings) -> Iterator[_Batch]:
     zone = settings.tz
-    currency = settings.shop.currency
+    shop_currency = ShopCurrency.of(settings)
     name = source.name
     batch = _Batch()
     for record in source.records():
@@ -152,7 +153,7 @@ def _batches(source: Source, kind: str, settings: Settings) -> Iterator[_Batch]:
             if kind == "users":
                 row = user_row(record.data, zone)
             else:
-                row = event_row(record.data, zone, currency)
+                row = event_row(record.data, zone, shop_currency)
         except RowError as exc:
             batch.rejects.append(Reject(name, record.line, str(exc), raw_text(record)))
             continue

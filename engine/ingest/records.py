@@ -12,12 +12,14 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
 
 from engine.ingest import values
+from engine.ingest.money import ShopCurrency
 from engine.ingest.values import RowError
 from engine.store.people import Event, User
 
@@ -109,15 +111,17 @@ def user_row(record: Mapping[str, Any], shop_zone: ZoneInfo) -> dict[str, Any]:
     if not row["id"]:
         raise RowError("missing required field 'id'")
     if attributes:
-        row["attributes"] = attributes
+        row["attributes"] = values.json_document(attributes, "attributes")
     return row
 
 
 def event_row(
-    record: Mapping[str, Any], shop_zone: ZoneInfo, default_currency: str
+    record: Mapping[str, Any], shop_zone: ZoneInfo, shop_currency: ShopCurrency
 ) -> dict[str, Any]:
     """Validate an events record into the columns of the events table (less ids).
 
+    An amount is stored in the shop currency (engine/ingest/money.py); one in another
+    currency keeps what was sent in original_amount / original_currency.
     This is the hot path of a million-row import: plain dict operations, one pass.
     """
     data = {
@@ -140,21 +144,20 @@ def event_row(
     explicit_id = _first(data, EVENT_ID_KEYS)
     raw_amount = data.pop("amount", None)
     raw_currency = data.pop("currency", None)
-    if raw_amount is None:
-        if event_type in AMOUNT_REQUIRED:
-            raise RowError(f"missing required field 'amount' for a {event_type} event")
-        amount = None
-        currency = values.currency(raw_currency) if raw_currency is not None else None
-    else:
-        amount = values.amount(raw_amount)
-        currency = values.currency(raw_currency) if raw_currency is not None else default_currency
+    currency = values.currency(raw_currency) if raw_currency is not None else None
     row: dict[str, Any] = {
         "user_id": user_id,
         "type": event_type,
         "occurred_at": occurred_at,
-        "amount": amount,
+        "amount": None,
         "currency": currency,
+        "original_amount": None,
+        "original_currency": None,
     }
+    if raw_amount is not None:
+        _set_amount(row, values.amount(raw_amount), currency, shop_currency)
+    elif event_type in AMOUNT_REQUIRED:
+        raise RowError(f"missing required field 'amount' for a {event_type} event")
     for field in EVENT_TEXT_FIELDS:
         value = data.pop(field, None)
         row[field] = None if value is None else _text(value, field, _EVENT_LENGTHS[field])
@@ -164,7 +167,7 @@ def event_row(
     for key, value in data.items():
         # Any other key is a free property (CSV: `properties.x` or a bare column name).
         properties[key.removeprefix("properties.")] = value
-    row["properties"] = properties
+    row["properties"] = values.json_document(properties, "properties")
     if explicit_id is not None:
         row["source_id"] = _text(explicit_id, "event_id", _EVENT_LENGTHS["source_id"])
     else:
@@ -172,19 +175,33 @@ def event_row(
     return row
 
 
+def _set_amount(
+    row: dict[str, Any], amount: Decimal, currency: str | None, shop_currency: ShopCurrency
+) -> None:
+    """An amount without a currency is in the shop currency; any other is converted."""
+    if currency is None or currency == shop_currency.code:
+        row["amount"], row["currency"] = amount, shop_currency.code
+        return
+    row["amount"] = shop_currency.convert(amount, currency)
+    row["currency"] = shop_currency.code
+    row["original_amount"], row["original_currency"] = amount, currency
+
+
 def content_hash(row: Mapping[str, Any]) -> str:
     """SHA-256 of the normalised event, so a row re-imported from any file is stored once.
 
     Normalised values (UTC time, two-decimal amount) make `12.5` and `"12.50"`, or the
-    same instant written with different offsets, the same event.
+    same instant written with different offsets, the same event. The amount hashed is
+    the one the shop sent: a changed exchange rate must not store a purchase twice.
     """
-    amount = row["amount"]
+    sent = row["original_currency"] is not None
+    amount = row["original_amount"] if sent else row["amount"]
     canonical = [
         row["user_id"],
         row["type"],
         row["occurred_at"],  # UTC; orjson writes it as RFC 3339
         None if amount is None else str(amount),
-        row["currency"],
+        row["original_currency"] if sent else row["currency"],
         *(row[field] for field in EVENT_TEXT_FIELDS),
         row["properties"],
     ]
@@ -196,7 +213,13 @@ def content_hash(row: Mapping[str, Any]) -> str:
 
 
 def _text(value: Any, field: str, max_length: int) -> str:
-    if value.__class__ is str and len(value) <= max_length:  # the common case, inline
+    # The common case inline: a short ASCII string without NUL needs no other check.
+    if (
+        value.__class__ is str
+        and len(value) <= max_length
+        and value.isascii()
+        and "\x00" not in value
+    ):
         return value.strip()
     return values.text(value, field, max_length)
 
@@ -221,8 +244,8 @@ def _tags(value: Any) -> list[str]:
     tags: list[str] = []
     for item in items:
         if not isinstance(item, str):
-            raise RowError(f"tags must be strings, got {item!r}")
-        tag = item.strip()
+            raise RowError(f"tags must be strings, got {values.shown(item)}")
+        tag = values.storable(item.strip(), "a tag")
         if len(tag) > TAG_LENGTH:
             raise RowError(f"tag {tag[:20]!r}... is longer than {TAG_LENGTH} characters")
         if tag and tag not in tags:
@@ -234,8 +257,10 @@ def _json_object(value: Any, field: str) -> dict[str, Any]:
     if isinstance(value, str):  # a CSV cell holding a JSON object
         try:
             value = json.loads(value)
-        except json.JSONDecodeError:
-            raise RowError(f"{field} is not a JSON object: {value[:40]!r}") from None
+        except (ValueError, RecursionError):
+            # ValueError: malformed JSON, or an integer past Python's 4300 digits;
+            # RecursionError: nesting deeper than the parser's stack.
+            raise RowError(f"{field} is not a JSON object: {values.shown(value[:40])}") from None
     if not isinstance(value, dict):
         raise RowError(f"{field} must be a JSON object")
     return value

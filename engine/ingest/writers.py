@@ -35,6 +35,8 @@ EVENT_COLUMNS = (
     "occurred_at",
     "amount",
     "currency",
+    "original_amount",
+    "original_currency",
     "order_id",
     "coupon_code",
     "utm_source",
@@ -279,10 +281,15 @@ class BatchWriter:
         compiled = statement.compile(dialect=self.connection.dialect, column_keys=EVENT_COLUMNS)
         order = compiled.positiontup or []
         to_number = events.c.amount.type.bind_processor(self.connection.dialect) or float
+
+        def money(value: Any) -> Any:
+            return None if value is None else to_number(value)
+
         ingested_at = sqlite_instant(self.now)
         converters = {
             "occurred_at": sqlite_instant,
-            "amount": lambda value: None if value is None else to_number(value),
+            "amount": money,
+            "original_amount": money,
             "properties": _json_text,
             "ingested_at": lambda _value: ingested_at,
         }

@@ -309,3 +309,38 @@ def test_out_of_order_events_give_the_profiles_of_a_full_recomputation(store, tm
         ingest_files(store, [write(tmp_path / name, lines)], now=NOW)
     assert _profiles(store) == _recomputed(store)
     assert len(_profiles(store)) == len({e["user"] for e in batch})
+
+
+def test_values_the_database_cannot_store_are_rejected_row_by_row(store, tmp_path):
+    # Each of these used to abort the batch (PostgreSQL refuses NUL; a NaN is not JSON)
+    # or crash the import (an instant past year 9999 in UTC).
+    jsonl = write(
+        tmp_path / "events.jsonl",
+        "\n".join(
+            [
+                '{"user": "u1", "type": "visit", "at": "2026-03-01T10:00:00Z"}',
+                '{"user": "u1", "type": "visit", "at": "2026-03-01T11:00:00Z", "page": "a\\u0000"}',
+                '{"user": "u1", "type": "visit", "at": "9999-12-31T23:59:59-05:00"}',
+                '{"user": "u1", "type": "visit", "at": "2026-03-01T12:00:00Z",'
+                ' "n": 18446744073709551615}',
+                '{"user": "u1\\u0000", "type": "visit", "at": "2026-03-01T13:00:00Z"}',
+            ]
+        ),
+    )
+    csv = write(
+        tmp_path / "events.csv",
+        "user,type,at,properties\n"
+        'u2,visit,2026-03-01T10:00:00Z,"{""a"": NaN}"\n'
+        'u2,visit,2026-03-01T11:00:00Z,"{""a"": 1}"\n',
+    )
+    report = ingest_files(store, [jsonl, csv], now=NOW)
+
+    assert [(r.line, r.reason) for r in report.rejected] == [
+        (2, "properties.page: contains a NUL character (U+0000), which cannot be stored"),
+        (3, "at '9999-12-31T23:59:59-05:00' is out of range in UTC (years 1 to 9999)"),
+        (4, "properties.n: integers must fit in 64 bits (write longer ones as strings)"),
+        (5, "user contains a NUL character (U+0000), which cannot be stored"),
+        (2, "properties.a: numbers must be finite, got nan"),
+    ]
+    assert report.events_inserted == 2
+    assert count(store, events) == 2

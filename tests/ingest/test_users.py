@@ -92,3 +92,25 @@ def test_bad_user_rows_are_rejected_with_reasons(store, tmp_path):
         (6, "missing required field 'id'"),
     ]
     assert report.users_upserted == 1
+
+
+def test_user_values_the_database_cannot_store_are_rejected(store, tmp_path):
+    path = tmp_path / "users.csv"
+    path.write_text(
+        "id,name,tags,attributes\n"
+        'u1,Lei,vip,"{""size"": ""M""}"\n'
+        'u2,"a\x00b",,\n'
+        'u3,,"ok;bad\x00",\n'
+        'u4,,,"{""score"": Infinity}"\n'
+        'u5,,,"' + "[" * 5000 + '"\n',
+        encoding="utf-8",
+    )
+    report = ingest_files(store, [path], now=NOW)
+    assert [(r.line, r.reason) for r in report.rejected] == [
+        (3, "name contains a NUL character (U+0000), which cannot be stored"),
+        (4, "a tag contains a NUL character (U+0000), which cannot be stored"),
+        (5, "attributes.score: numbers must be finite, got inf"),
+        (6, "attributes is not a JSON object: '" + "[" * 40 + "'"),
+    ]
+    assert report.users_upserted == 1
+    assert user(store, "u1").attributes == {"size": "M"}

@@ -96,6 +96,9 @@ def test_stats_command_prints_tables_in_the_shop_currency(shop):
         "vip             1      14.3%  1       1       1,000.00 CNY  1,000.00 CNY\n"
         "lapsed_member   1      14.3%  1       1       80.00 CNY     80.00 CNY\n"
         "churned         0      0.0%   0       0       0.00 CNY      -\n"
+        "\n"
+        "Money in CNY, the shop currency: amounts in other currencies are converted at "
+        "ingest ([currency] rates in nudge.toml).\n"
     )
 
 
