@@ -30,6 +30,14 @@ lapsed_days = 90
 churned_days = 365
 vip_total_spent = 5000
 vip_tiers = ["platinum"]
+
+[events]
+# Event types your shop sends. `nudge check` warns about a rule that names a type
+# neither listed here nor ingested yet: a typo such as "purchse" would never fire.
+known = [
+    "visit", "signup", "purchase", "refund", "coupon_redeemed",
+    "ad_click", "email_open", "email_click", "unsubscribe",
+]
 """
 
 

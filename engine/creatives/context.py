@@ -3,8 +3,10 @@
 Only safe fields of the user reach templates (name, locale, tier, country, time
 zone; never raw email or phone, which must not leak into ad copy or URLs). The offer
 is normalised so that every fact a template may print always exists (None when the
-rule does not set it): with StrictUndefined a missing key would otherwise fail at
-send time for some users only.
+rule's coupon does not set it): with StrictUndefined a missing key would otherwise fail
+at send time for some users only. A message without any coupon gets `NoOffer` facts:
+false in `{% if offer.code %}`, so a creative that shows no offer renders, but printing
+one skips the message (and is an error of `nudge check`) instead of showing a blank.
 """
 
 from __future__ import annotations
@@ -19,12 +21,60 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from engine import durations
 from engine.clock import ensure_aware
 from engine.config import Settings
+from engine.creatives.errors import OfferFactMissing
 from engine.creatives.links import sign_token
 from engine.localtime import day_end, first_instant_at_or_after
 from engine.store.profiles import PROFILE_COLUMNS
 
 SAFE_USER_FIELDS = ("name", "first_name", "locale", "member_tier", "country", "timezone")
 OFFER_FACTS = ("value", "currency", "percent_off", "min_order", "expires_at", "code")
+# What a coupon states; `currency` is not one of them (it defaults to the shop's, and
+# `money` formats any amount with it).
+COUPON_FACTS = ("value", "percent_off", "min_order", "expires_at", "code")
+
+
+class NoOffer:
+    """An offer fact of a message that has no coupon.
+
+    False in a test (`{% if offer.code %}` skips the block) and equal to None, but
+    printing it, formatting it (`money`, `date`...), comparing or computing with it
+    raises `OfferFactMissing`, which skips the message with the reason recorded.
+    """
+
+    __slots__ = ("fact",)
+
+    def __init__(self, fact: str):
+        self.fact = fact
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        return other is None or (isinstance(other, NoOffer) and other.fact == self.fact)
+
+    def __hash__(self) -> int:
+        return hash(None)
+
+    def __repr__(self) -> str:
+        return f"NoOffer({self.fact!r})"
+
+    def _shown(self, *args: Any) -> Any:
+        raise OfferFactMissing(self.fact)
+
+    __str__ = __html__ = __format__ = __int__ = __float__ = __iter__ = __len__ = _shown
+    __lt__ = __le__ = __gt__ = __ge__ = __neg__ = _shown
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _shown
+    __truediv__ = __rtruediv__ = _shown
+
+
+def has_coupon(offer: Mapping[str, Any]) -> bool:
+    """Whether an offer (a rule's coupon parameters, or an issued coupon) is a coupon."""
+    return any(offer.get(key) not in (None, "") for key in ("value", "percent_off", "code"))
+
+
+def plain_offer(offer: Mapping[str, Any]) -> dict[str, Any]:
+    """The offer with `NoOffer` facts as None, for code that reads facts (not templates)."""
+    return {key: None if isinstance(value, NoOffer) else value for key, value in offer.items()}
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -54,9 +104,14 @@ def _instant(value: Any, tz: ZoneInfo) -> datetime:
 
 
 def normalize_offer(offer: Mapping[str, Any], *, now: datetime, settings: Settings) -> dict:
-    """Offer facts with every key present; `expires_in` becomes `expires_at` from `now`."""
+    """Offer facts with every key present; `expires_in` becomes `expires_at` from `now`.
+
+    Without a coupon every fact but the currency is `NoOffer` (see the module doc).
+    """
     result: dict[str, Any] = {key: None for key in OFFER_FACTS}
     result["currency"] = settings.shop.currency
+    if not has_coupon(offer):
+        result.update({key: NoOffer(key) for key in COUPON_FACTS})
     for key, value in offer.items():
         if key in ("value", "min_order", "percent_off"):
             result[key] = _decimal(value, key)

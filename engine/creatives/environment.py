@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextvars
 import re
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -28,7 +30,13 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine import clock
-from engine.creatives.errors import CreativeAbort, InvalidCreativeNameError, RenderLimitError
+from engine.creatives.context import NoOffer
+from engine.creatives.errors import (
+    CreativeAbort,
+    InvalidCreativeNameError,
+    OfferFactMissing,
+    RenderLimitError,
+)
 
 CREATIVE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 SHARED_FOLDER = "_shared"
@@ -178,9 +186,16 @@ def _to_decimal(value: Any) -> Decimal:
         raise ValueError(f"not a number: {value!r}") from None
 
 
+def _no_offer(value: Any) -> None:
+    # Formatting an offer fact of a message without a coupon is printing it.
+    if isinstance(value, NoOffer):
+        raise OfferFactMissing(value.fact)
+
+
 @pass_context
 def money_filter(context: Context, value: Any, currency: str | None = None) -> str:
     """`{{ offer.value|money }}`: ¥20 in zh-CN, CN¥20 in en; cents only when present."""
+    _no_offer(value)
     if value is None:
         return ""
     amount = _to_decimal(value)
@@ -194,6 +209,7 @@ def money_filter(context: Context, value: Any, currency: str | None = None) -> s
 @pass_context
 def percent_filter(context: Context, value: Any) -> str:
     """`{{ offer.percent_off|percent }}`: 15 -> 15%."""
+    _no_offer(value)
     if value is None:
         return ""
     return format_percent(_to_decimal(value) / 100, locale=context["babel_locale"])
@@ -202,6 +218,7 @@ def percent_filter(context: Context, value: Any) -> str:
 @pass_context
 def date_filter(context: Context, value: Any, format: str = "long") -> str:
     """`{{ offer.expires_at|date }}`: the day in the user's time zone and locale."""
+    _no_offer(value)
     if value is None:
         return ""
     if isinstance(value, datetime):
@@ -214,6 +231,7 @@ def date_filter(context: Context, value: Any, format: str = "long") -> str:
 @pass_context
 def datetime_filter(context: Context, value: Any, format: str = "medium") -> str:
     """`{{ offer.expires_at|datetime }}`: date and time in the user's time zone."""
+    _no_offer(value)
     if value is None:
         return ""
     if not isinstance(value, datetime):
@@ -223,7 +241,54 @@ def datetime_filter(context: Context, value: Any, format: str = "medium") -> str
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Printed:
+    """A value a template printed with `{{ ... }}`, and where (template file and line)."""
+
+    text: str
+    filename: str
+    line: int
+
+
+_PRINTED: contextvars.ContextVar[list[Printed] | None] = contextvars.ContextVar(
+    "creative_printed_values", default=None
+)
+
+
+@contextmanager
+def recording_printed() -> Iterator[list[Printed]]:
+    """Record every text value printed while rendering inside the block.
+
+    `nudge check` uses it to name the template line that built a link; sending never
+    records, so the cost there is one context-variable read per printed value.
+    """
+    printed: list[Printed] = []
+    token = _PRINTED.set(printed)
+    try:
+        yield printed
+    finally:
+        _PRINTED.reset(token)
+
+
+def _record(printed: list[Printed], value: str) -> None:
+    # The caller of finalize is the compiled template code (a template, block or macro);
+    # Jinja keeps its Template in the module globals to map Python lines to its own.
+    frame = sys._getframe(1)
+    while frame is not None:
+        template = frame.f_globals.get("__jinja_template__")
+        if template is not None and template.filename:
+            line = template.get_corresponding_lineno(frame.f_lineno)
+            printed.append(Printed(value, template.filename, line))
+            return
+        frame = frame.f_back
+
+
 def _finalize(value: Any) -> Any:
+    if isinstance(value, NoOffer):
+        raise OfferFactMissing(value.fact)
+    printed = _PRINTED.get()
+    if printed is not None and isinstance(value, str):
+        _record(printed, value)
     # A missing optional field (a user without a name) prints as nothing, not "None".
     return "" if value is None else value
 

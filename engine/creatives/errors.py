@@ -18,6 +18,26 @@ class CreativeAbort(Exception):
         super().__init__(reason)
 
 
+# Why a message that prints an offer fact without a coupon is skipped (the outbox
+# keeps the first 64 characters of "template: <reason>", so the gist comes first).
+NO_OFFER_REASONS = {
+    "value": "no discount to show: the rule needs a coupon action with value or percent_off",
+    "percent_off": "no discount to show: the rule needs a coupon action with value or percent_off",
+    "min_order": "no minimum order to show: the rule needs a coupon action",
+    "expires_at": "no end date to show: the rule needs a coupon action",
+    "code": "no coupon code to show: the rule needs a coupon action",
+}
+
+
+class OfferFactMissing(CreativeAbort):
+    """Raised when a template prints an offer fact (`offer.code`...) of a message that
+    has no coupon: that message is skipped, and `nudge check` reports the template line."""
+
+    def __init__(self, fact: str):
+        self.fact = fact
+        super().__init__(NO_OFFER_REASONS.get(fact, f"no {fact} to show: the rule has no coupon"))
+
+
 class InvalidCreativeNameError(NudgeError):
     """Raised when a creative or surface name could escape the templates folder."""
 

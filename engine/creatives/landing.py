@@ -55,46 +55,69 @@ def build_landing_site(
         uses = creative_uses_from_rules(settings)
     pages: list[LandingPage] = []
     problems = []
-    by_creative: dict[str, list[CreativeUse]] = {}
-    for use in uses or []:
-        by_creative.setdefault(use.creative, []).append(use)
-    for name in list_creatives(settings):
-        creative = open_creative(settings, name)
-        sampled = name not in by_creative
-        targets = by_creative.get(name) or [CreativeUse("sample", name, None, {})]
-        seen: set[tuple[str | None, str]] = set()
-        for use in targets:
-            for locale in creative.locales:
-                if ("landing", locale) not in creative.files or (use.variant, locale) in seen:
-                    continue
-                seen.add((use.variant, locale))
-                context = build_context(
-                    _anonymous(locale),
-                    # A rule without a coupon has no offer: never show an invented one.
-                    sample_offer(None if sampled else use.offer, settings.shop.currency),
-                    rule_id=use.rule_id,
-                    variant=use.variant,
-                    settings=settings,
-                    base_url=base_url,
-                    secret=None,
-                    now=now,
-                )
-                try:
-                    rendered = render_creative(settings, name, "landing", context)
-                except LocatedError as exc:
-                    problems += exc.diagnostics
-                    continue
-                if not isinstance(rendered, RenderedSurface):
-                    continue
-                target = out / landing_path(name, rendered.locale, use.variant)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(rendered.text, encoding="utf-8")
-                pages.append(LandingPage(name, rendered.locale, use.variant, use.rule_id, target))
+    for name, use, locale, sampled in landing_targets(settings, uses):
+        context = build_context(
+            _anonymous(locale),
+            # A rule without a coupon has no offer: never show an invented one.
+            sample_offer(None if sampled else use.offer, settings.shop.currency),
+            rule_id=use.rule_id,
+            variant=use.variant,
+            settings=settings,
+            base_url=base_url,
+            secret=None,
+            now=now,
+        )
+        try:
+            rendered = render_creative(settings, name, "landing", context)
+        except LocatedError as exc:
+            problems += exc.diagnostics
+            continue
+        if not isinstance(rendered, RenderedSurface):
+            continue
+        target = out / landing_path(name, rendered.locale, use.variant)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(rendered.text, encoding="utf-8")
+        pages.append(LandingPage(name, rendered.locale, use.variant, use.rule_id, target))
     if problems:
         raise LocatedError(problems)
     out.mkdir(parents=True, exist_ok=True)
     (out / "index.html").write_text(_index(settings, out, pages), encoding="utf-8")
     return pages
+
+
+def landing_targets(
+    settings: Settings, uses: list[CreativeUse]
+) -> list[tuple[str, CreativeUse, str, bool]]:
+    """Every landing page the site has: (creative, use, locale, sampled).
+
+    One page per locale with a landing template and per variant of the rules using the
+    creative; a creative no rule uses gets one page (`default`) with the sample offer.
+    `nudge check` asks this too, so a link to any other page is caught before sending.
+    """
+    by_creative: dict[str, list[CreativeUse]] = {}
+    for use in uses or []:
+        if use.render:
+            by_creative.setdefault(use.creative, []).append(use)
+    targets = []
+    for name in list_creatives(settings):
+        creative = open_creative(settings, name)
+        sampled = name not in by_creative
+        seen: set[tuple[str | None, str]] = set()
+        for use in by_creative.get(name) or [CreativeUse("sample", name, None, {})]:
+            for locale in creative.locales:
+                if ("landing", locale) not in creative.files or (use.variant, locale) in seen:
+                    continue
+                seen.add((use.variant, locale))
+                targets.append((name, use, locale, sampled))
+    return targets
+
+
+def landing_pages(settings: Settings, uses: list[CreativeUse]) -> set[str]:
+    """The paths (under the site root) of every page `build_landing_site` writes."""
+    return {
+        landing_path(name, locale, use.variant)
+        for name, use, locale, _ in landing_targets(settings, uses)
+    }
 
 
 def _index(settings: Settings, out: Path, pages: list[LandingPage]) -> str:

@@ -86,11 +86,15 @@ class RenderedSurface:
 
 @dataclass(frozen=True, slots=True)
 class Skipped:
-    """The template called abort(reason): this user's message is not sent."""
+    """The template called abort(reason), or printed an offer fact of a message without
+    a coupon (`fact`, e.g. "code"): this user's message is not sent."""
 
     creative: str
     surface: str
     reason: str
+    fact: str | None = None
+    # The template line that aborted: the creative's own when it called a shared block.
+    location: Location | None = None
 
 
 def display_path(settings: Settings, path: Path | str) -> str:
@@ -162,7 +166,15 @@ def render_creative(
         variables["blocks"] = _shared_blocks(env, found, locale, variables)
         text = _generate(template, variables)
     except CreativeAbort as exc:
-        return Skipped(creative=creative, surface=surface, reason=exc.reason)
+        return Skipped(
+            creative=creative,
+            surface=surface,
+            reason=exc.reason,
+            fact=getattr(exc, "fact", None),
+            location=_abort_location(
+                settings, exc, found, Location(shown, field.line if field else None)
+            ),
+        )
     except (TemplateError, RenderLimitError, ArithmeticError, ValueError, TypeError) as exc:
         raise TemplateProblemError.single(_diagnose(settings, exc, shown, variables)) from None
     finally:
@@ -283,6 +295,20 @@ def _tidy(surface: str, text: str) -> str:
         # One line: template layout (indentation, line breaks) is not part of the text.
         return " ".join(text.split())
     return text.strip() + "\n"
+
+
+def _abort_location(
+    settings: Settings, exc: Exception, found: Creative, default: Location
+) -> Location:
+    """Where a template aborted: the innermost line of the creative's own files (where
+    it called `blocks.discount()`, say), else of any template (a shared layout)."""
+    root = str(settings.templates_dir.resolve())
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(root)]
+    own = [f for f in frames if Path(f.filename).parent == found.folder.resolve()]
+    if not frames:
+        return default
+    frame = (own or frames)[-1]
+    return Location(display_path(settings, frame.filename), frame.lineno)
 
 
 _UNDEFINED = re.compile(r"has no attribute '([^']+)'|'([^']+)' is undefined")

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from creative_helpers import OFFER, project, write
+from creative_helpers import OFFER, context, project, write
 
-from engine.creatives import CreativeUse, check_creatives
+from engine.creatives import (
+    CreativeUse,
+    RenderedSurface,
+    Skipped,
+    check_creatives,
+    render_creative,
+)
 from engine.errors import Location
 
 WINBACK_USES = [
@@ -115,7 +121,10 @@ def test_links_without_utm_parameters_are_caught(tmp_path):
     assert rendered(check_creatives(settings, [])) == [
         "templates/promo/sms.en.txt: error: sms: link https://shop.example.com/lp/sale.html "
         "lacks utm_source, utm_medium, utm_campaign (use {{ url }}, {{ landing_url }} or "
-        "{{ shop_url }})"
+        "{{ shop_url }})",
+        # Typed by hand, it leads nowhere the landing site has either.
+        "templates/promo/sms.en.txt:1: error: sms links to the landing page sale.html, which "
+        "no creative builds (landing pages are <creative>/<locale>/<variant>.html)",
     ]
 
 
@@ -135,4 +144,79 @@ def test_unknown_creative_named_by_a_rule_is_located_at_the_rule(shipped):
     assert rendered(check_creatives(shipped, [use])) == [
         "rules/r.yaml:12:10: error: rule r: no creative 'winbak' in "
         f"{shipped.templates_dir} (did you mean 'winback'?)"
+    ]
+
+
+def test_links_to_landing_pages_no_creative_builds_name_the_template_line(tmp_path):
+    settings = project(tmp_path / "shop", templates=False)
+    write(settings, "promo/email_subject.en.txt", "Our sale")
+    write(settings, "promo/email.en.html", '<h1>Sale</h1>\n<p><a href="{{ url }}">Shop</a></p>')
+    write(settings, "promo/email.en.txt", "Sale!\n\nShop: {{ landing_url }}\n")
+    write(settings, "promo/sms.en.txt", "{% if user.first_name %}Hi!{% endif %}\nSale: {{ url }}")
+    use = CreativeUse("promo-rule", "promo", None, {}, Location("rules/promo.yaml", 3, 10))
+
+    problems = rendered(check_creatives(settings, [use]))
+
+    why = "which no creative builds (templates/promo has no landing.en.html)"
+    assert problems == [
+        f"templates/promo/email.en.html:2: error: email_html links to the landing page "
+        f"promo/en/default.html, {why}",
+        f"templates/promo/email.en.txt:3: error: email_text links to the landing page "
+        f"promo/en/default.html, {why}",
+        f"templates/promo/sms.en.txt:2: error: sms links to the landing page "
+        f"promo/en/default.html, {why}",
+    ]
+    # With the landing page (which states no offer, as the rule has no coupon) all is well.
+    write(settings, "promo/landing.en.html", '<h1>Sale</h1><a href="{{ url }}">Shop</a>')
+    assert rendered(check_creatives(settings, [use])) == []
+
+
+def test_a_creative_that_shows_no_offer_renders_and_checks_without_a_coupon(shipped):
+    # The thank-you email, SMS and landing page show the coupon only when there is one.
+    uses = [
+        CreativeUse("thanks", "thank-you", None, {}, Location("rules/thanks.yaml", 5, 10), kind)
+        for kind in ("email", "sms")
+    ]
+    assert rendered(check_creatives(shipped, uses)) == []
+
+    for locale in ("en", "zh-CN"):
+        for surface in ("email_subject", "email_html", "email_text", "sms", "landing"):
+            result = render_creative(
+                shipped, "thank-you", surface, context(shipped, locale=locale, offer={})
+            )
+            assert isinstance(result, RenderedSurface), (locale, surface, result)
+            assert "None" not in result.text and "NUDGE" not in result.text
+            assert "¥" not in result.text and "One use per account" not in result.text
+    with_coupon = render_creative(shipped, "thank-you", "email_text", context(shipped))
+    assert "CN¥20 off orders over CN¥100" in with_coupon.text and "Code WB20" in with_coupon.text
+
+
+def test_printing_an_offer_fact_without_a_coupon_fails_at_its_template_line(tmp_path):
+    settings = project(tmp_path / "shop", templates=False)
+    write(settings, "note/sms.en.txt", "Thanks!\nYour code: {{ offer.code }} {{ url }}")
+    guarded = "<p>Thanks{% if offer.code %} {{ offer.code }}{% endif %}</p>"
+    write(settings, "note/landing.en.html", guarded)
+    use = CreativeUse("thanks", "note", None, {}, Location("rules/thanks.yaml", 5, 10), "sms")
+
+    assert rendered(check_creatives(settings, [use])) == [
+        "templates/note/sms.en.txt:2: error: sms shows the offer's code (offer.code) but rule "
+        "'thanks' has no coupon: add a coupon action to the rule, or show it only when there "
+        "is one, inside {% if offer.code %}...{% endif %}"
+    ]
+    # When sending, that message is skipped with the reason, never sent with a blank.
+    skipped = render_creative(settings, "note", "sms", context(settings, offer={}))
+    assert isinstance(skipped, Skipped)
+    assert skipped.reason == "no coupon code to show: the rule needs a coupon action"
+
+
+def test_a_coupon_creative_used_without_a_coupon_is_one_error_where_it_first_shows_it(
+    shipped,
+):
+    # welcome states its discount on every surface of both locales: one mistake, one error.
+    use = CreativeUse("hello", "welcome", None, {}, Location("rules/hello.yaml", 5, 10), "email")
+    assert rendered(check_creatives(shipped, [use])) == [
+        "templates/welcome/email_subject.en.txt:1: error: email_subject shows the offer's "
+        "amount (offer.value) but rule 'hello' has no coupon: add a coupon action to the rule, "
+        "or show it only when there is one, inside {% if offer.value %}...{% endif %} "
+        "(20 more lines of creative 'welcome' do too)"
     ]

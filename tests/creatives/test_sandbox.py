@@ -14,6 +14,7 @@ from engine.creatives import (
 )
 from engine.creatives.checks import check_creatives
 from engine.creatives.environment import CreativeLoader, get_environment
+from engine.errors import Location
 
 
 @pytest.fixture
@@ -130,7 +131,12 @@ def test_abort_skips_the_message_with_the_reason(settings):
     source = "{% if not user.first_name %}{{ abort('no name to greet') }}{% endif %}Hi"
     write(settings, "probe/sms.en.txt", source)
     skipped = render_creative(settings, "probe", "sms", context(settings, name=None))
-    assert skipped == Skipped(creative="probe", surface="sms", reason="no name to greet")
+    assert skipped == Skipped(
+        creative="probe",
+        surface="sms",
+        reason="no name to greet",
+        location=Location("templates/probe/sms.en.txt", 1),
+    )
     sent = render_creative(settings, "probe", "sms", context(settings))
     assert isinstance(sent, RenderedSurface) and sent.text == "Hi"
 
