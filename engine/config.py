@@ -115,6 +115,30 @@ class EventsSettings(_Section):
     known: tuple[str, ...] = ()
 
 
+class DaemonSettings(_Section):
+    """`nudge run` (docs/daemon.md)."""
+
+    # The longest wait between two evaluations when nothing new arrives; new data
+    # wakes the daemon at once (NOTIFY on PostgreSQL, a change check on SQLite).
+    tick_seconds: float = Field(default=60, ge=1, le=3600)
+    # How often SQLite is checked for new data (PRAGMA data_version), and the
+    # dispatcher polls the outbox when idle.
+    poll_seconds: float = Field(default=1, gt=0, le=60)
+    # After downtime, a schedule slot younger than this still runs (once, coalesced);
+    # older ones are recorded as missed and shown in `nudge status`.
+    misfire_grace: str = "6h"
+    # Evaluations that considered nothing are kept this long, then pruned.
+    keep_runs: str = "30d"
+
+    @field_validator("misfire_grace", "keep_runs")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        from engine.durations import parse_duration
+
+        parse_duration(value)
+        return value
+
+
 class RulesSettings(_Section):
     folder: str = "rules"
     templates: str = "templates"
@@ -133,6 +157,7 @@ class Settings(BaseModel):
     rules: RulesSettings = RulesSettings()
     currency: CurrencySettings = CurrencySettings()
     events: EventsSettings = EventsSettings()
+    daemon: DaemonSettings = DaemonSettings()
     # Sections owned by later subsystems (delivery, caps, channels) are kept raw here
     # and validated by their owners, so an older engine still reads a newer file.
     delivery: dict[str, Any] = Field(default_factory=dict)

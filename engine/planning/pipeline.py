@@ -35,7 +35,8 @@ from engine.store.profiles import profiles_as_of
 from engine.store.sql import dialect_insert
 from engine.store.types import JsonDocument, UTCDateTime
 from engine.triggers.base import TriggerContext
-from engine.triggers.registry import occurrences_for, slot_for
+from engine.triggers.registry import missed_for, occurrences_for, slot_for
+from engine.triggers.schedule import slot_plan as schedule_plan
 
 users = User.__table__
 events = Event.__table__
@@ -79,6 +80,9 @@ class RuleOutcome:
     variants: dict[str, int] = field(default_factory=dict)
     actions: dict[str, int] = field(default_factory=dict)
     audience_removed: int = 0
+    # Schedule catch-up: slots folded into this one, and slots too old to run.
+    coalesced: int = 0
+    missed: int = 0
     samples: list[dict] = field(default_factory=list)
     error: str | None = None
     duration_ms: int = 0
@@ -100,6 +104,8 @@ class RuleOutcome:
             "variants": dict(sorted(self.variants.items())),
             "actions": dict(sorted(self.actions.items())),
             "audience_removed": self.audience_removed,
+            "coalesced": self.coalesced,
+            "missed": self.missed,
             "samples": self.samples,
             "error": self.error,
             "duration_ms": self.duration_ms,
@@ -141,6 +147,7 @@ def plan_rule(
         # The same watermark for a one-user evaluation, so that explain and
         # `dry-run --user` say exactly what the sweep would do.
         watermark=_watermark(connection, spec, at),
+        rule_id=spec.rule_id,
     )
     if spec.status == "paused":
         outcome.status = "paused"
@@ -148,6 +155,8 @@ def plan_rule(
     if not spec.in_flight(at):
         outcome.status = "outside_flight"
         return outcome
+    if user_id is None:
+        outcome.missed = _record_missed(connection, spec, tctx, mode)
     occurrences = occurrences_for(spec.trigger, tctx)
     if occurrences is None:
         outcome.status = "not_due"
@@ -184,8 +193,69 @@ def plan_rule(
     outcome.samples = _samples(connection, run_id, spec.rule_id)
     scratch.drop(connection)
     outcome.duration_ms = int((clock.monotonic() - started) * 1000)
+    if spec.trigger.kind == "schedule":
+        outcome.coalesced = schedule_plan(spec.trigger, tctx).coalesced
+    if _considered_nothing(connection, spec, outcome, occurrences):
+        # An idle tick leaves no trace: `runs` holds evaluations that did something
+        # (and every schedule slot, which is its own claim).
+        connection.execute(runs.delete().where(runs.c.id == run_id))
+        outcome.run_id = None
+        return outcome
     _finish_run(connection, run_id, outcome)
     return outcome
+
+
+def _considered_nothing(connection, spec: PlanSpec, outcome: RuleOutcome, occurrences) -> bool:
+    """Whether this evaluation is worth no run row.
+
+    Event and after triggers re-read their look-back window every tick and skip what
+    was decided: nothing matched means nothing new. A stage trigger reads the entries
+    recorded since its watermark, which only a recorded run moves: keep the run if it
+    saw any entry, matched or not, so that entry is not considered again.
+    """
+    if outcome.matched or outcome.audience_removed or spec.trigger.kind == "schedule":
+        return False
+    if spec.trigger.kind == "stage":
+        return not connection.execute(sa.select(sa.exists(occurrences.subquery()))).scalar()
+    return True
+
+
+def _record_missed(connection, spec: PlanSpec, tctx: TriggerContext, mode: str) -> int:
+    """Record schedule slots older than misfire_grace as one `missed` run."""
+    missed = missed_for(spec.trigger, tctx)
+    if missed is None:
+        return 0
+    slot, counts = missed
+    values = {
+        "rule_id": spec.rule_id,
+        "rule_hash": spec.rule_hash,
+        "slot": slot,
+        "at": tctx.at,
+        "mode": mode,
+        "status": "missed",
+        "counts": counts,
+        "started_at": tctx.at,
+        "finished_at": tctx.at,
+    }
+    connection.execute(dialect_insert(connection, runs).values(**values).on_conflict_do_nothing())
+    return int(counts["missed"])
+
+
+def prune_runs(connection, *, before: datetime) -> int:
+    """Delete runs older than `before` that decided nothing (and are not a rule's latest).
+
+    The latest run of each rule stays: it is a schedule rule's last claimed slot.
+    """
+    latest = sa.select(sa.func.max(runs.c.id)).group_by(runs.c.rule_id)
+    decided = sa.exists().where(decisions.c.run_id == runs.c.id)
+    return connection.execute(
+        runs.delete().where(
+            runs.c.at < before,
+            runs.c.status.in_(("done", "missed")),
+            ~decided,
+            runs.c.id.not_in(latest.scalar_subquery()),
+        )
+    ).rowcount
 
 
 def _watermark(connection, spec: PlanSpec, at: datetime) -> datetime | None:
@@ -196,7 +266,6 @@ def _watermark(connection, spec: PlanSpec, at: datetime) -> datetime | None:
             runs.c.rule_hash == spec.rule_hash,
             runs.c.status == "done",
             runs.c.at < at,
-            ~runs.c.slot.contains("#user:"),
         )
     ).scalar()
 

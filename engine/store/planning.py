@@ -20,7 +20,11 @@ class Run(SQLModel, table=True):
     """One evaluation of one rule at one instant T."""
 
     __tablename__ = "runs"
-    __table_args__ = (UniqueConstraint("rule_id", "slot", name="uq_runs_rule_slot"),)
+    __table_args__ = (
+        UniqueConstraint("rule_id", "slot", name="uq_runs_rule_slot"),
+        # The daemon reads a rule's latest runs every tick (watermark, last slot).
+        Index("ix_runs_rule_at", "rule_id", "at"),
+    )
 
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
     rule_id: str = Field(max_length=128, index=True)
@@ -29,7 +33,7 @@ class Run(SQLModel, table=True):
     slot: str = Field(max_length=64)
     at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     mode: str = Field(default="run", max_length=16)  # run | fire | shadow
-    status: str = Field(default="running", max_length=16)  # running | done | failed
+    status: str = Field(default="running", max_length=16)  # running | done | failed | missed
     counts: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column(JsonDocument, nullable=False)
     )

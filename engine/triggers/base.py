@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -47,6 +47,9 @@ class TriggerContext:
     # T of this rule's previous completed evaluation with the same content, if any:
     # what was recorded before it has been considered already.
     watermark: datetime | None = None
+    rule_id: str | None = None
+    # Per-evaluation scratch space of a trigger kind (e.g. the schedule's slot plan).
+    memo: dict = field(default_factory=dict, compare=False)
 
 
 class TriggerKind(Protocol):

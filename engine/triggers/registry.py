@@ -16,3 +16,9 @@ def occurrences_for(spec: TriggerSpec, ctx: TriggerContext) -> sa.Select | None:
 
 def slot_for(spec: TriggerSpec, ctx: TriggerContext) -> str:
     return TRIGGER_KINDS[spec.kind].slot(spec, ctx)
+
+
+def missed_for(spec: TriggerSpec, ctx: TriggerContext) -> tuple[str, dict] | None:
+    """A `missed` run to record (schedule slots older than misfire_grace), or None."""
+    missed = getattr(TRIGGER_KINDS[spec.kind], "missed", None)
+    return missed(spec, ctx) if missed is not None else None

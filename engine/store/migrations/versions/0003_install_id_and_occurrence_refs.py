@@ -1,4 +1,4 @@
-"""install id and natural occurrence refs for idempotency keys
+"""install id and natural occurrence refs for idempotency keys; runs by rule and time
 
 Revision ID: 0003
 Revises: 0002
@@ -46,7 +46,14 @@ def upgrade() -> None:
         )
 
 
+    # What the daemon reads every tick: a rule's latest runs (watermark, last slot).
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.create_index("ix_runs_rule_at", ["rule_id", "at"], unique=False)
+
+
 def downgrade() -> None:
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_index("ix_runs_rule_at")
     with op.batch_alter_table("decisions", schema=None) as batch_op:
         batch_op.drop_column("occurrence_ref")
     op.drop_table("installation")
