@@ -112,17 +112,28 @@ def compile_ruleset(settings: Settings, loaded) -> RuleSet:
 
 
 def _check_segments(located: dict) -> tuple[dict, list[Diagnostic]]:
+    """The healthy segments, checked, and one diagnostic per broken one.
+
+    A broken segment is left out and the rest checked again (a segment using it breaks
+    in turn), so one typo in segments.yaml stops only the rules that use it, not
+    every rule that uses any segment.
+    """
     from engine.conditions import ConditionError, check_segments
 
-    if not located:
-        return {}, []
-    try:
-        return check_segments({name: text.text for name, text in located.items()}), []
-    except ConditionError as exc:
-        text = located.get(exc.segment) if exc.segment else None
-        if text is None:
-            return {}, [Diagnostic(_first_location(located), exc.message)]
-        return {}, [_condition_diagnostic(text, exc)]
+    remaining = dict(located)
+    problems: list[Diagnostic] = []
+    for _ in range(len(located)):
+        if not remaining:
+            break
+        try:
+            return check_segments({n: text.text for n, text in remaining.items()}), problems
+        except ConditionError as exc:
+            text = remaining.pop(exc.segment, None) if exc.segment else None
+            if text is None:
+                problems.append(Diagnostic(_first_location(located), exc.message))
+                return {}, problems
+            problems.append(_condition_diagnostic(text, exc))
+    return {}, problems
 
 
 def _first_location(located: dict):
