@@ -24,6 +24,7 @@ from engine.ingest.records import EVENT_TIME_KEYS, EVENT_USER_KEYS, event_row, u
 from engine.ingest.report import FileReport, IngestReport, Reject, RejectsWriter
 from engine.ingest.values import RowError
 from engine.ingest.writers import BatchWriter
+from engine.store.changes import signal_change
 from engine.store.database import Store
 
 KINDS = ("users", "events")
@@ -256,6 +257,8 @@ class _FileRun:
                             for row, record in zip(batch.rows, batch.records, strict=True)
                             if row["user_id"] in result.unknown_users
                         ]
+                # Wakes the daemons: new data may give rules something to do.
+                signal_change(connection)
         # Rejects are written after the batch commits and in line order, so the rejects
         # file lists exactly the rows that are not in the store.
         for reject in sorted(rejects, key=lambda r: r.line):

@@ -140,9 +140,33 @@ def _plan_isolated(connection, rule, chosen, store, at, user_id, mode, dry_run) 
         outcome = RuleOutcome(rule_id=rule.spec.rule_id, status="failed")
         outcome.error = f"{type(cause).__name__}: {cause}".splitlines()[0]
         outcome.duration_ms = int((clock.monotonic() - started) * 1000)
+        if not dry_run and user_id is None:
+            _record_failure(connection, rule.spec, at, mode, outcome)
         return outcome
     savepoint.commit()
     return outcome
+
+
+def _record_failure(connection, spec, at: datetime, mode: str, outcome: RuleOutcome) -> None:
+    """A failed evaluation leaves a `failed` run with its error, for `nudge status`."""
+    from engine.store.planning import Run
+    from engine.store.sql import dialect_insert
+
+    runs = Run.__table__
+    values = {
+        "rule_id": spec.rule_id,
+        "rule_hash": spec.rule_hash,
+        "slot": f"failed:{at.isoformat(timespec='seconds')}",
+        "at": at,
+        "mode": mode,
+        "status": "failed",
+        "counts": {},
+        "error": outcome.error,
+        "started_at": at,
+        "finished_at": at,
+        "duration_ms": outcome.duration_ms,
+    }
+    connection.execute(dialect_insert(connection, runs).values(**values).on_conflict_do_nothing())
 
 
 def refresh_stages_up_to(connection: Connection, store: Store, at: datetime) -> dict[str, int]:

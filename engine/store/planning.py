@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from engine.store.types import BigId, JsonDocument, UTCDateTime
@@ -133,3 +133,29 @@ class Installation(SQLModel, table=True):
 
     id: str = Field(sa_column=Column(String(36), primary_key=True))
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class ChangeCounter(SQLModel, table=True):
+    """A counter bumped by every commit that may give rules something new to do.
+
+    Daemons on SQLite poll it (one indexed read a second); on PostgreSQL the same
+    commit also sends NOTIFY, and the counter is the safety net (engine/store/changes.py).
+    """
+
+    __tablename__ = "change_counters"
+
+    name: str = Field(sa_column=Column(String(32), primary_key=True))
+    version: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class DaemonProcess(SQLModel, table=True):
+    """One `nudge run` process: who it is and when it last showed signs of life."""
+
+    __tablename__ = "daemons"
+
+    id: str = Field(sa_column=Column(String(36), primary_key=True))
+    host: str = Field(max_length=255)
+    pid: int
+    started_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    heartbeat_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    stopped_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))

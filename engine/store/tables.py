@@ -19,7 +19,14 @@ from engine.store.people import (
     User,
     UserTag,
 )
-from engine.store.planning import Decision, Installation, OutboxAction, Run
+from engine.store.planning import (
+    ChangeCounter,
+    DaemonProcess,
+    Decision,
+    Installation,
+    OutboxAction,
+    Run,
+)
 
 metadata = SQLModel.metadata
 
@@ -27,8 +34,10 @@ __all__ = [
     "AudienceMember",
     "AudienceSync",
     "AudienceSyncedMember",
+    "ChangeCounter",
     "Coupon",
     "CouponRedemption",
+    "DaemonProcess",
     "Decision",
     "DeliveryAttempt",
     "Event",

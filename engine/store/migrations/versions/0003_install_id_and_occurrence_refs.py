@@ -1,4 +1,4 @@
-"""install id and natural occurrence refs for idempotency keys; runs by rule and time
+"""install id, natural occurrence refs, runs by rule and time, daemons, change counter
 
 Revision ID: 0003
 Revises: 0002
@@ -40,18 +40,34 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("decisions", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column(
-                "occurrence_ref", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True
-            )
+            sa.Column("occurrence_ref", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True)
         )
 
-
+    counters = op.create_table(
+        "change_counters",
+        sa.Column("name", sa.String(length=32), nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+    )
+    op.bulk_insert(counters, [{"name": "data", "version": 0}])
+    op.create_table(
+        "daemons",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("host", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+        sa.Column("pid", sa.Integer(), nullable=False),
+        sa.Column("started_at", engine.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("heartbeat_at", engine.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("stopped_at", engine.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
     # What the daemon reads every tick: a rule's latest runs (watermark, last slot).
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.create_index("ix_runs_rule_at", ["rule_id", "at"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_table("daemons")
+    op.drop_table("change_counters")
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.drop_index("ix_runs_rule_at")
     with op.batch_alter_table("decisions", schema=None) as batch_op:
