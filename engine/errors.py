@@ -30,6 +30,19 @@ class NotFoundError(NudgeError):
     """Raised when a named user, rule or creative does not exist."""
 
 
+class DaemonAlreadyRunning(NudgeError):
+    """Raised when another daemon already runs on this SQLite database file.
+
+    `lock_path` is the lock file; `holder` what its holder wrote there (pid, host,
+    started, owner), empty when it could not be read.
+    """
+
+    def __init__(self, message: str, *, lock_path: Path, holder: dict[str, str]):
+        super().__init__(message)
+        self.lock_path = lock_path
+        self.holder = holder
+
+
 @dataclass(frozen=True, slots=True)
 class Location:
     """A place in a source file, 1-based line and column."""

@@ -54,7 +54,7 @@ def _check(store: Store, audience: str, platforms: tuple[str, ...]) -> None:
     unknown = [p for p in platforms if p not in PLATFORMS]
     if unknown:
         raise NudgeError(f"unknown platform {unknown[0]!r}; use one of {', '.join(PLATFORMS)}")
-    with store.connect() as connection:
+    with store.read() as connection:
         if audience_exists(connection, audience):
             return
         names = known_audiences(connection)
@@ -81,7 +81,7 @@ def _identified(
 
 
 def _count(store: Store, query: sa.Select) -> int:
-    with store.connect() as connection:
+    with store.read() as connection:
         return connection.execute(
             sa.select(sa.func.count()).select_from(query.subquery())
         ).scalar_one()
@@ -94,7 +94,7 @@ def _pages(store: Store, query: sa.Select, key: sa.ColumnElement):
         page_query = query.order_by(key).limit(PAGE)
         if last is not None:
             page_query = page_query.where(key > last)
-        with store.connect() as connection:
+        with store.read() as connection:
             rows = [dict(r._mapping) for r in connection.execute(page_query)]
         if not rows:
             return

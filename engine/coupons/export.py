@@ -38,7 +38,7 @@ def export_coupons(store: Store, out: TextIO) -> int:
     writer.writerow(COLUMNS)
     count = 0
     query = sa.select(*(coupons.c[name] for name in COLUMNS)).order_by(coupons.c.id)
-    with store.connect() as connection:
+    with store.read() as connection:
         for row in connection.execution_options(stream_results=True).execute(query):
             writer.writerow(
                 [

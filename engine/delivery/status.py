@@ -58,7 +58,7 @@ def delivery_status(store: Store, *, limit: int | None = None) -> DeliveryStatus
     """Counts per state, the oldest pending action, skip reasons, and the actions being
     retried (soonest next attempt first) and dead (latest first): all of them, or the
     first `limit` of each list with their totals."""
-    with store.connect() as connection:
+    with store.read() as connection:
         counts = dict.fromkeys(STATES, 0)
         counts.update(
             connection.execute(

@@ -189,7 +189,7 @@ def _require_user(store: Store, user_id: str) -> None:
     from engine.store.people import User
 
     users = User.__table__
-    with store.connect() as connection:
+    with store.read() as connection:
         found = connection.execute(sa.select(users.c.id).where(users.c.id == user_id)).first()
     if found is None:
         raise NotFoundError(f"no user {user_id!r} in the store")

@@ -44,7 +44,7 @@ class ChangeWatcher:
         self.store = store
         self.poll_seconds = poll_seconds
         self._listener = None
-        with store.connect() as connection:
+        with store.read() as connection:
             self._seen = data_version(connection)
         if store.engine.dialect.name == "postgresql":
             self._listen()
@@ -81,7 +81,7 @@ class ChangeWatcher:
         return False
 
     def _changed(self) -> bool:
-        with self.store.connect() as connection:
+        with self.store.read() as connection:
             version = data_version(connection)
         changed = version != self._seen
         self._seen = version
