@@ -297,7 +297,7 @@ def stats(at: KpiAtOption = None, as_json: JsonFlag = False) -> None:
     store = open_project_store()
     try:
         as_of = parse_instant(at, store.settings.tz) if at else utcnow()
-        with store.connect() as connection:
+        with store.read() as connection:
             result = shop_stats(connection, store.settings, as_of)
     finally:
         store.dispose()
@@ -324,7 +324,7 @@ def users_show(
 
     store = open_project_store()
     try:
-        with store.connect() as connection:
+        with store.read() as connection:
             detail = user_detail(connection, store.settings, user_id, utcnow())
     finally:
         store.dispose()
@@ -444,7 +444,11 @@ AtOption = Annotated[
 def check(
     json_output: JsonFlag = False,
     no_store: Annotated[
-        bool, typer.Option("--no-store", help="Skip checks that need the database.")
+        bool,
+        typer.Option(
+            "--no-store",
+            help="Skip checks that need the database (unknown event types, rules matching nobody).",
+        ),
     ] = False,
 ) -> None:
     """Validate every rule, segment and creative; print all problems at once.
