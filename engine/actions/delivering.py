@@ -31,14 +31,32 @@ def parse_params(actions: Sequence[PlannedAction], model) -> tuple[list, dict[in
     return good, bad
 
 
+# The outcome of an action the dispatcher withheld (stopping, or its claim was taken
+# over): the dispatcher gives the row back or leaves it to its new holder, and never
+# records this; it only matters to a context that withholds without doing so.
+NOT_SENT = Outcome.retry("not sent: the dispatcher withheld it (stopping or claim lost)")
+
+
 def send_each(
     ctx: DeliveryContext,
     items: Sequence[tuple[PlannedAction, Any]],
     build: Callable[[PlannedAction, Any], Any | Outcome],
 ) -> dict[int, Outcome]:
-    """Build each message and hand it to the action's channel; one Outcome per action."""
+    """Build each message and hand it to the action's channel; one Outcome per action.
+
+    When the context has a `before_send(action) -> bool` (the dispatcher's
+    DispatchContext), it is asked just before each message is built: it moves
+    `ctx.now` to the instant of this send (so a webhook-timestamp or an email Date is
+    the time it leaves, not the time the batch was claimed), renews the claim's lease
+    when due, and says False for an action that must not be sent (stopping, or the row
+    was taken over by another dispatcher).
+    """
+    before_send = getattr(ctx, "before_send", None)
     outcomes: dict[int, Outcome] = {}
     for action, params in items:
+        if before_send is not None and not before_send(action):
+            outcomes[action.id] = NOT_SENT
+            continue
         message = build(action, params)
         if isinstance(message, Outcome):
             outcomes[action.id] = message

@@ -1,4 +1,4 @@
-"""Claiming due outbox rows and recording what became of them.
+"""Claiming due outbox rows, holding them while they are sent, recording what became of them.
 
 A claim is one UPDATE ... RETURNING over the ids of due rows. On PostgreSQL the ids
 come from `SELECT ... FOR UPDATE SKIP LOCKED`, so concurrent dispatchers take
@@ -6,15 +6,26 @@ disjoint rows without waiting for each other; on SQLite the engine's BEGIN IMMED
 makes the claim a single writer. A claim carries a lease: rows whose lease expired
 (their dispatcher crashed or hung) are due again and are taken over.
 
+Each claim has its own holder, `claimed_by = "<worker>#<claim id>"` (`new_holder`), so
+two claims are told apart even when they come from the same worker id (two threads of
+one process, or a restarted container that got the same host name and pid). While a
+batch is being sent its lease is renewed (`Lease`), and every write after the claim —
+renewal, record, release — is fenced by `held_by(holder)`: it only touches rows still
+`claimed` by that very claim. A dispatcher whose lease ran out and whose rows were
+taken over can therefore neither send them again (the renewal before a send tells it
+they are gone) nor record over the result of the one that took them.
+
 `attempts` is counted when a row is claimed, not when it fails, so an action that
 crashes its dispatcher every time still reaches max_attempts and goes dead instead
-of looping forever.
+of looping forever. A row released unsent (a dispatcher stopping) gets its count back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+import contextlib
+import secrets
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -41,6 +52,26 @@ _COLUMNS = (
     "attempts",
     "created_at",
 )
+
+
+HOLDER_LENGTH = 64  # outbox.claimed_by
+CLAIM_ID_HEX = 8
+
+
+def new_holder(worker_id: str) -> str:
+    """`<worker>#<claim id>`: readable (who) and unique per claim (which claim)."""
+    claim_id = secrets.token_hex(CLAIM_ID_HEX // 2)
+    return f"{worker_id[: HOLDER_LENGTH - CLAIM_ID_HEX - 1]}#{claim_id}"
+
+
+def worker_of(claimed_by: str) -> str:
+    """The worker part of a holder written by new_holder."""
+    return claimed_by.rsplit("#", 1)[0]
+
+
+def held_by(holder: str) -> sa.ColumnElement[bool]:
+    """Rows still claimed by this claim: the fence of every write after the claim."""
+    return sa.and_(outbox.c.state == "claimed", outbox.c.claimed_by == holder)
 
 
 def due_condition(now: datetime) -> sa.ColumnElement[bool]:
@@ -80,28 +111,154 @@ def claim_batch(
     return actions
 
 
+def renew_claims(
+    connection: Connection, ids: Iterable[int], *, holder: str, lease_until: datetime
+) -> set[int]:
+    """Extend the lease of those of `ids` still held by `holder`; returns them (the
+    others were taken over after the lease ran out). One UPDATE ... RETURNING."""
+    wanted = sorted(ids)
+    if not wanted:
+        return set()
+    statement = (
+        sa.update(outbox)
+        .where(outbox.c.id.in_(wanted), held_by(holder))
+        .values(lease_until=lease_until)
+        .returning(outbox.c.id)
+    )
+    return set(connection.execute(statement).scalars())
+
+
+def held_claims(connection: Connection, ids: Iterable[int], *, holder: str) -> set[int]:
+    """Those of `ids` still held by `holder` (one SELECT)."""
+    wanted = sorted(ids)
+    if not wanted:
+        return set()
+    query = sa.select(outbox.c.id).where(outbox.c.id.in_(wanted), held_by(holder))
+    return set(connection.execute(query).scalars())
+
+
+def release_claims(
+    connection: Connection, ids: Iterable[int], *, holder: str, now: datetime
+) -> set[int]:
+    """Give back rows that were claimed but never handed to a channel (a dispatcher that
+    stops): planned again, due at once for another dispatcher, claim cleared and the
+    claim's attempt given back — nothing was tried, so a dispatcher stopped again and
+    again cannot push an action to max_attempts. Returns the ids released (only rows
+    `holder` still held)."""
+    wanted = sorted(ids)
+    if not wanted:
+        return set()
+    statement = (
+        sa.update(outbox)
+        .where(outbox.c.id.in_(wanted), held_by(holder))
+        .values(
+            state="planned",
+            claimed_by=None,
+            lease_until=None,
+            attempts=sa.case((outbox.c.attempts > 0, outbox.c.attempts - 1), else_=0),
+            updated_at=now,
+        )
+        .returning(outbox.c.id)
+    )
+    return set(connection.execute(statement).scalars())
+
+
+class Lease:
+    """The rows one claim still holds while its batch is being sent.
+
+    `renew` extends the lease of every held row (when a third of the lease has passed
+    since the last full renewal, so a fast batch never renews and a slow one renews a
+    few times per lease); `fence` confirms the rows about to be sent (renewing when
+    due). Rows a renewal or a fence does not get back were taken over: they move from
+    `held` to `lost` and are never sent by this claim. Each is one statement, in the
+    transaction given or in a short one of its own.
+    """
+
+    def __init__(
+        self, store, holder: str, ids: Iterable[int], *, duration: timedelta, claimed_at: datetime
+    ):
+        self.store, self.holder, self.duration = store, holder, duration
+        self.held: set[int] = set(ids)
+        self.lost: set[int] = set()
+        self.renewed_at = claimed_at
+
+    def due(self, now: datetime) -> bool:
+        return now - self.renewed_at >= self.duration / 3
+
+    def renew(
+        self,
+        now: datetime,
+        ids: Iterable[int] | None = None,
+        connection: Connection | None = None,
+    ) -> set[int]:
+        """Extend to now + lease the held rows (all, or those of `ids`); returns those of
+        them still held. In `connection`'s transaction, else in one of its own."""
+        targets = set(self.held) if ids is None else self.held.intersection(ids)
+        if targets:
+            with contextlib.ExitStack() as stack:
+                if connection is None:
+                    connection = stack.enter_context(self.store.begin())
+                kept = renew_claims(
+                    connection, targets, holder=self.holder, lease_until=now + self.duration
+                )
+            self.lose(targets - kept)
+        if ids is None:
+            self.renewed_at = now
+        return targets & self.held
+
+    def fence(
+        self, now: datetime, ids: Iterable[int], connection: Connection | None = None
+    ) -> set[int]:
+        """Before sending `ids`: those still held. When a renewal is due, every held
+        row's lease is extended (one UPDATE); otherwise the lease has at least two thirds
+        left and the rows are only confirmed (one SELECT, no row written)."""
+        ids = set(ids)
+        if self.due(now):
+            return self.renew(now, None, connection) & ids
+        targets = self.held & ids
+        if targets:
+            with contextlib.ExitStack() as stack:
+                if connection is None:
+                    connection = stack.enter_context(self.store.begin())
+                kept = held_claims(connection, targets, holder=self.holder)
+            self.lose(targets - kept)
+        return targets & self.held
+
+    def lose(self, ids: Iterable[int]) -> None:
+        ids = self.held.intersection(ids)
+        self.held -= ids
+        self.lost |= ids
+
+    def done(self, ids: Iterable[int]) -> None:
+        """Rows recorded or released: no longer held."""
+        self.held.difference_update(ids)
+
+
 def record_outcomes(
     connection: Connection,
     decided: Sequence[tuple[PlannedAction, Outcome]],
     *,
     now: datetime,
     worker_id: str,
-) -> None:
-    """Write each action's outcome.
+) -> set[int]:
+    """Write each action's outcome; returns the ids written.
+
+    `worker_id` is the claim's holder (`claimed_by`). Only rows it still holds are
+    written: the others were taken over after the lease ran out, and the outcome
+    recorded by the dispatcher that took them is kept. Their ids are missing from the
+    result, and nothing is appended to their history.
 
     Outcomes that are the same for many rows (sent; skipped for one reason) are one
-    UPDATE ... WHERE id IN (...); the rest (retries and deferrals, each with its own
-    time) go in one executemany. The `claimed_by` guard keeps a dispatcher whose lease
-    expired from overwriting the outcome recorded by the one that took its rows over.
-    Every outcome but `sent` is also appended to delivery_attempts (a sent row's own
-    sent_at, attempts and claimed_by already tell its story).
+    UPDATE ... WHERE id IN (...) RETURNING id; the rest (retries and deferrals, each
+    with its own time) are locked (`FOR UPDATE`) and go in one executemany. Every
+    outcome but `sent` is also appended to delivery_attempts (a sent row's own sent_at,
+    attempts and claimed_by already tell its story).
     """
     if not decided:
-        return
-    ours = sa.and_(outbox.c.state == "claimed", outbox.c.claimed_by == worker_id)
+        return set()
+    ours = held_by(worker_id)
     groups: dict[tuple, list[int]] = {}
     individual = []
-    history = []
     for action, outcome in decided:
         if outcome.state in ("sent", "skipped", "dead") and outcome.until is None:
             groups.setdefault((outcome.state, outcome.reason, outcome.error), []).append(action.id)
@@ -116,26 +273,29 @@ def record_outcomes(
                     "b_undo": 1 if outcome.state == "deferred" else 0,
                 }
             )
-        if outcome.state != "sent":
-            history.append(
-                {
-                    "outbox_id": action.id,
-                    "user_id": action.user_id,
-                    "attempt": action.attempts,
-                    "worker": worker_id,
-                    "outcome": outcome.state,
-                    "reason": outcome.reason,
-                    "error": outcome.error,
-                    "at": now,
-                }
-            )
+    written: set[int] = set()
     for (state, reason, error), ids in groups.items():
         values = {"state": state, "reason": reason, "lease_until": None, "updated_at": now}
         if state == "sent":
             values["sent_at"] = now
         else:
             values["last_error"] = error
-        connection.execute(sa.update(outbox).where(outbox.c.id.in_(ids), ours).values(values))
+        statement = (
+            sa.update(outbox)
+            .where(outbox.c.id.in_(sorted(ids)), ours)
+            .values(values)
+            .returning(outbox.c.id)
+        )
+        written.update(connection.execute(statement).scalars())
+    if individual:
+        held = set(
+            connection.execute(
+                sa.select(outbox.c.id)
+                .where(outbox.c.id.in_(sorted(row["b_id"] for row in individual)), ours)
+                .with_for_update()
+            ).scalars()
+        )
+        individual = [row for row in individual if row["b_id"] in held]
     if individual:
         statement = (
             sa.update(outbox)
@@ -151,5 +311,21 @@ def record_outcomes(
             )
         )
         connection.execute(statement, individual)
+        written.update(row["b_id"] for row in individual)
+    history = [
+        {
+            "outbox_id": action.id,
+            "user_id": action.user_id,
+            "attempt": action.attempts,
+            "worker": worker_id,
+            "outcome": outcome.state,
+            "reason": outcome.reason,
+            "error": outcome.error,
+            "at": now,
+        }
+        for action, outcome in decided
+        if outcome.state != "sent" and action.id in written
+    ]
     if history:
         connection.execute(sa.insert(attempts_table), history)
+    return written

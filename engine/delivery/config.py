@@ -2,7 +2,9 @@
 
 ```toml
 [delivery]
-batch_size = 500
+batch_size = 500                 # rows claimed at once
+sub_batch_size = 20              # rows of a first sub-batch: consent, unless, caps and
+recheck = "2s"                   #   the lease are re-checked between sub-batches (below)
 lease = "5m"                     # a crashed dispatcher's claims are taken over after this
 base_url = "https://shop.example.com/offers"   # landing pages linked from emails and SMS
 
@@ -170,6 +172,15 @@ class AudiencesConfig(_Model):
 
 class DeliveryConfig(_Model):
     batch_size: int = Field(default=500, ge=1, le=100_000)
+    # A claimed batch is sent in sub-batches; before each, the lease is confirmed and
+    # consent, the rule's `unless` and caps are re-read for its rows; its outcomes are
+    # recorded after it. The first has `sub_batch_size` rows, each next one as many as
+    # take about half of `recheck` at the pace of the last (at least sub_batch_size). A
+    # sub-batch still sending after `recheck` is cut there (the rest is re-checked
+    # first). So an unsubscribe stops a batch within about `recheck` however slow the
+    # channel, and fast channels pay the per-sub-batch queries rarely.
+    sub_batch_size: int = Field(default=20, ge=1, le=100_000)
+    recheck: Duration = "2s"
     lease: Duration = "5m"
     # Where the landing pages of creatives are published (links in emails and SMS).
     base_url: str = "https://shop.example.com/offers"
@@ -182,11 +193,15 @@ class DeliveryConfig(_Model):
     webhooks: dict[str, EndpointConfig] = Field(default_factory=dict)
     audiences: AudiencesConfig = AudiencesConfig()
 
-    _check = field_validator("lease")(_duration)
+    _check = field_validator("lease", "recheck")(_duration)
 
     @property
     def lease_duration(self) -> timedelta:
         return parse_duration(self.lease)
+
+    @property
+    def recheck_duration(self) -> timedelta:
+        return parse_duration(self.recheck)
 
 
 def _known_keys() -> list[str]:

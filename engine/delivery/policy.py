@@ -29,7 +29,12 @@ class DeliveryPolicy:
     name = "policy"
 
     def before_batch(self, ctx: DeliveryContext, actions: Sequence[PlannedAction]) -> None:
-        """Load what the checks need for the whole batch, in set-based queries."""
+        """Load what the checks need for `actions`, in set-based queries.
+
+        Called before each sub-batch of a claimed batch (engine.delivery.dispatcher), just
+        before it is sent, so what it reads is seconds old when the messages leave. The
+        outcomes of earlier sub-batches of the same batch are already recorded.
+        """
 
     def check(self, ctx: DeliveryContext, action: PlannedAction) -> Outcome | None:
         """None lets the action through; an Outcome (skipped/deferred) stops it."""
@@ -60,6 +65,8 @@ class ConsentPolicy(DeliveryPolicy):
             consent = _consent_of(action)
             if consent is not None:
                 wanted.setdefault(consent, set()).add(action.user_id)
+        if not wanted:  # webhooks, coupons, tags: nothing to read
+            return
         with ctx.store.connect() as connection:
             for consent, user_ids in wanted.items():
                 rows = connection.execute(
@@ -135,8 +142,10 @@ class FrequencyCapPolicy(DeliveryPolicy):
 
     Actions reach this policy highest priority first, so the most important message
     takes the free slots. A slot is counted when an action passes, before the channel
-    is called: if that send then fails, a lower-priority message of the same batch may
-    have been capped for nothing, which errs on the side of sending less.
+    is called: if that send then fails, a lower-priority message of the same sub-batch
+    may have been capped for nothing, which errs on the side of sending less. Sends of
+    earlier sub-batches of the same batch are counted from the outbox, where they were
+    recorded before this sub-batch's `before_batch`.
     """
 
     name = "caps"
@@ -183,8 +192,10 @@ class FrequencyCapPolicy(DeliveryPolicy):
         return Outcome.skipped("capped")
 
 
-def default_policies() -> list[DeliveryPolicy]:
+def default_policies(rules=None) -> list[DeliveryPolicy]:
+    """The policies of one claimed batch; `rules` as RulePolicy takes them (a RuleSet, a
+    callable returning one, or None to load the rule files)."""
     from engine.delivery.rule_policy import RulePolicy
 
     # The rule first: an action its rule no longer wants must not use a cap slot.
-    return [ConsentPolicy(), RulePolicy(), SendWindowPolicy(), FrequencyCapPolicy()]
+    return [ConsentPolicy(), RulePolicy(rules), SendWindowPolicy(), FrequencyCapPolicy()]

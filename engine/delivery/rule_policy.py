@@ -2,9 +2,9 @@
 
 Planning and sending can be hours apart (quiet hours, retries): a win-back email must
 not go out after the user bought again, nor a campaign after its flight ended. The
-exit conditions are evaluated for the whole batch in one query per rule, against
-the store as of the delivery instant, for every trigger kind: the decision keeps
-what its occurrence needs (trigger instant, triggering event).
+exit conditions are evaluated for each sub-batch just before it is sent, in one query
+per rule, against the store as of the delivery instant, for every trigger kind: the
+decision keeps what its occurrence needs (trigger instant, triggering event).
 """
 
 from __future__ import annotations
@@ -33,27 +33,38 @@ class RulePolicy(DeliveryPolicy):
     name = "rule"
 
     def __init__(self, ruleset=None):
-        self._ruleset = ruleset
+        # A RuleSet, or a callable returning one (the daemon's rules of its latest tick,
+        # with the last good version of a broken file), or None: load the rule files.
+        # Resolved once per policy instance, i.e. once per claimed batch.
+        self._source = ruleset
+        self._ruleset = None
         self._exits: dict[str, set[int]] = {}
 
     def _rules(self, ctx: DeliveryContext):
         if self._ruleset is None:
-            from engine.planning.compile import load_ruleset
+            if callable(self._source):
+                self._ruleset = self._source()
+            elif self._source is not None:
+                self._ruleset = self._source
+            else:
+                from engine.planning.compile import load_ruleset
 
-            self._ruleset = load_ruleset(ctx.settings)
+                self._ruleset = load_ruleset(ctx.settings)
         return self._ruleset
 
     def before_batch(self, ctx: DeliveryContext, actions: Sequence[PlannedAction]) -> None:
         ruleset = self._rules(ctx)
         by_rule: dict[str, list[int]] = {}
         for action in actions:
-            by_rule.setdefault(action.rule_id, []).append(action.id)
+            compiled = ruleset.rules.get(action.rule_id)
+            if compiled is not None and compiled.spec.unless:
+                by_rule.setdefault(action.rule_id, []).append(action.id)
         self._exits = {}
+        if not by_rule:  # no rule of these actions has an `unless`: nothing to read
+            return
         with ctx.store.connect() as connection:
             for rule_id, outbox_ids in by_rule.items():
-                compiled = ruleset.rules.get(rule_id)
-                if compiled is None or not compiled.spec.unless:
-                    continue
+                compiled = ruleset.rules[rule_id]
                 self._exits[rule_id] = _stopped(connection, ctx, compiled, outbox_ids)
 
     def check(self, ctx: DeliveryContext, action: PlannedAction) -> Outcome | None:

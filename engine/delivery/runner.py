@@ -1,27 +1,81 @@
-"""Running the dispatcher from the command line: one pass, or a polling loop.
+"""Running the dispatcher: one pass, or a polling loop that stops cleanly.
 
-The loop is the only place in delivery that asks the clock for `now`; every pass
-below it takes `now` as an argument.
+The loop is the only place in delivery that picks the clock: the wall clock
+(`engine.clock.utcnow`), or an instant frozen at `at`; every pass below it reads time
+only through the clock it is given.
+
+Shutdown: `run_dispatcher(store, once=False, stop=event)` returns soon after
+`event.set()` — at most the send in progress finishes (bounded by the channel's
+timeout); what was sent is recorded and what was claimed but not sent is given back
+(planned again, due at once for another dispatcher, the attempt not counted). A daemon
+runs it in a thread and sets the event from its SIGTERM/SIGINT handler, e.g. with
+`stop_on_signals(event)` in the main thread:
+
+    stop = threading.Event()
+    worker = threading.Thread(target=run_dispatcher, args=(store,),
+                              kwargs={"once": False, "stop": stop})
+    with stop_on_signals(stop):
+        worker.start()
+        while worker.is_alive():
+            worker.join(timeout=1)
+
+Called without `stop` from the main thread (`nudge dispatch`), it installs
+`stop_on_signals` itself for its duration: the first Ctrl-C or SIGTERM stops it
+cleanly, a second one acts as it would have without it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 from engine.clock import utcnow
 from engine.delivery.channels import build_channels
 from engine.delivery.config import delivery_config
-from engine.delivery.dispatcher import DispatchReport, dispatch_until_idle
+from engine.delivery.dispatcher import Clock, DispatchReport, Rules, dispatch_until_idle, frozen
 from engine.store import Store
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def worker_name() -> str:
-    """host:pid — unique among live dispatchers, readable in `claimed_by`."""
-    return f"{socket.gethostname()}:{os.getpid()}"[:64]
+    """host:pid — readable in `claimed_by` (each claim adds its own claim id)."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:55]
+
+
+@contextlib.contextmanager
+def stop_on_signals(
+    stop: threading.Event, signals: Iterable[signal.Signals] = STOP_SIGNALS
+) -> Iterator[threading.Event]:
+    """While inside, the first of `signals` sets `stop` instead of killing the process;
+    a second one restores the previous handlers and is re-raised to them (so a second
+    Ctrl-C still interrupts). Restores the previous handlers on exit. Signal handlers
+    can only be installed from the main thread."""
+    signals = tuple(signals)
+    previous = {signum: signal.getsignal(signum) for signum in signals}
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    def handler(signum, _frame) -> None:
+        if not stop.is_set():
+            stop.set()
+            return
+        restore()
+        signal.raise_signal(signum)
+
+    for signum in signals:
+        signal.signal(signum, handler)
+    try:
+        yield stop
+    finally:
+        restore()
 
 
 def run_dispatcher(
@@ -29,21 +83,43 @@ def run_dispatcher(
     *,
     once: bool = True,
     at: datetime | None = None,
+    clock: Clock | None = None,
     poll_seconds: float = 5.0,
     stop: threading.Event | None = None,
     on_pass: Callable[[DispatchReport], None] | None = None,
+    rules: Rules = None,
 ) -> DispatchReport:
-    """Drain what is due (at `at`, default now); with once=False, repeat until `stop`."""
+    """Drain what is due; with once=False, repeat every `poll_seconds` until `stop`.
+
+    Time is `clock` if given, else frozen at `at` if given, else the wall clock. `rules`
+    are what the rule policy checks (`unless`, flight): a RuleSet, or a callable
+    returning one per batch (the daemon's `RuleCache.rules`); default: the rule files,
+    loaded once per batch. Returns the total of every pass, including `released` rows
+    when it was stopped mid-batch.
+    """
     config = delivery_config(store.settings)
-    stop = stop or threading.Event()
+    if clock is None:
+        clock = frozen(at) if at is not None else utcnow
+    signals: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if stop is None:
+        stop = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            signals = stop_on_signals(stop)
     total = DispatchReport()
-    with build_channels(store.settings, config) as channels:
-        while True:
+    with signals, build_channels(store.settings, config) as channels:
+        while not stop.is_set():
             report = dispatch_until_idle(
-                store, now=at or utcnow(), worker_id=worker_name(), channels=channels, config=config
+                store,
+                clock=clock,
+                worker_id=worker_name(),
+                channels=channels,
+                config=config,
+                stop=stop,
+                rules=rules,
             )
             total.add(report)
             if on_pass is not None and (once or report.claimed):
                 on_pass(report)
             if once or stop.wait(poll_seconds):
-                return total
+                break
+    return total

@@ -6,7 +6,8 @@ Imported by name (tests/ has no packages); the name is unique across test folder
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,25 @@ from engine.store.people import User
 from engine.store.planning import OutboxAction
 
 T0 = datetime(2026, 11, 11, 2, 0, tzinfo=UTC)  # 10:00 in Asia/Shanghai
+
+
+class Clock:
+    """An injected clock for the dispatcher (`clock=`): `clock()` is the current instant,
+    which only moves when a test calls advance() (e.g. inside a channel call, to play a
+    slow endpoint without sleeping). Safe to read from a sink's thread."""
+
+    def __init__(self, start: datetime = T0):
+        self.now = start
+        self.lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self.lock:
+            return self.now
+
+    def advance(self, delta: timedelta) -> datetime:
+        with self.lock:
+            self.now += delta
+            return self.now
 
 
 def add_users(store, *users: dict[str, Any]) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -21,11 +23,21 @@ def free_port() -> int:
 
 
 class SmtpSink:
-    """aiosmtpd on 127.0.0.1; refuses recipients in `refuse` with 550."""
+    """aiosmtpd on 127.0.0.1; refuses recipients in `refuse` with 550.
 
-    def __init__(self, refuse: set[str] | None = None):
+    `on_message(number, message)` (1-based) runs in the server's thread once a message
+    is accepted, before the client gets its 250: what it commits to the database has
+    happened before the sender can go on to its next message.
+    """
+
+    def __init__(
+        self,
+        refuse: set[str] | None = None,
+        on_message: Callable[[int, object], None] | None = None,
+    ):
         self.messages = []
         self.refuse = refuse or set()
+        self.on_message = on_message
         self.sessions = set()
         self.port = free_port()
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
@@ -38,7 +50,10 @@ class SmtpSink:
 
     async def handle_DATA(self, server, session, envelope):
         self.sessions.add(id(session))
-        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+        message = message_from_bytes(envelope.content, policy=policy.default)
+        self.messages.append(message)
+        if self.on_message is not None:
+            self.on_message(len(self.messages), message)
         return "250 OK"
 
     def __enter__(self) -> SmtpSink:
@@ -55,11 +70,28 @@ class HttpSink:
     `fail_first` requests get 503; paths starting /reject get 400; when `hold_at` is
     set, the request with that number signals `reached` and waits for `release`
     (so a test can kill the sender while a request is in flight, without sleeping).
+
+    With a `clock` (the test's injected clock), the sink checks `webhook-timestamp` as a
+    Standard Webhooks receiver does: a timestamp more than `tolerance` away from the
+    clock's now is refused with 400 (replay protection), and every request records
+    `received_at`. `on_request(number, request)` (1-based) runs in the server's thread
+    before the reply, so what it commits happens before the sender's next request.
     """
 
-    def __init__(self, *, fail_first: int = 0, hold_at: int | None = None):
+    def __init__(
+        self,
+        *,
+        fail_first: int = 0,
+        hold_at: int | None = None,
+        clock: Callable[[], datetime] | None = None,
+        tolerance: timedelta = timedelta(minutes=5),
+        on_request: Callable[[int, dict], None] | None = None,
+    ):
+        self.on_request = on_request
         self.fail_first = fail_first
         self.hold_at = hold_at
+        self.clock = clock
+        self.tolerance = tolerance
         self.reached = threading.Event()
         self.release = threading.Event()
         self.lock = threading.Lock()
@@ -71,11 +103,19 @@ class HttpSink:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers["content-length"]))
+                received_at = sink.clock() if sink.clock is not None else None
                 with sink.lock:
                     number = len(sink.requests) + 1
                     sink.requests.append(
-                        {"path": self.path, "headers": dict(self.headers), "body": body}
+                        {
+                            "path": self.path,
+                            "headers": dict(self.headers),
+                            "body": body,
+                            "received_at": received_at,
+                        }
                     )
+                if sink.on_request is not None:
+                    sink.on_request(number, sink.requests[number - 1])
                 if number == sink.hold_at:
                     sink.reached.set()
                     sink.release.wait(timeout=60)
@@ -83,6 +123,10 @@ class HttpSink:
                     return self._reply(503, b"busy")
                 if self.path.startswith("/reject"):
                     return self._reply(400, b'{"error": "unknown recipient"}')
+                if received_at is not None:
+                    sent = datetime.fromtimestamp(int(self.headers["webhook-timestamp"]), UTC)
+                    if abs(received_at - sent) > sink.tolerance:
+                        return self._reply(400, b'{"error": "message timestamp too old"}')
                 key = self.headers["webhook-id"]
                 with sink.lock:
                     if key in sink.accepted:

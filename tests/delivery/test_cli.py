@@ -128,7 +128,8 @@ def test_status_shows_retrying_actions_until_they_are_sent(store, project_dir, m
         code, output = invoke("status")
         assert code == 0, output
         local = retry_at.astimezone(ZoneInfo("Asia/Shanghai")).isoformat(sep=" ")
-        assert output.splitlines()[7:] == [
+        # The outbox, then (after a blank line) the daemons and rules.
+        assert output.splitlines()[7:15] == [
             "oldest pending: 2026-11-11 10:00:00+08:00",
             "",
             "retrying id  rule     user  kind     attempts  next attempt               reason"
@@ -136,6 +137,8 @@ def test_status_shows_retrying_actions_until_they_are_sent(store, project_dir, m
             "-----------  -------  ----  -------  --------  -------------------------  --------"
             f"  {'-' * len(error)}",
             f"{action:<11}  winback  u1    webhook  1         {local}  retrying  {error}",
+            "",
+            "no daemon has run in the last 7 days (start one: nudge run)",
         ]
         code, output = invoke("status", "--json")
         assert code == 0, output
@@ -200,7 +203,7 @@ def test_status_cuts_long_lists_and_all_or_json_show_everything(store, project_d
     more_retrying = lines.index("… and 2 more (nudge status --all / --json)")
     dead_header = next(i for i, line in enumerate(lines) if line.startswith("dead id"))
     more_dead = lines.index("… and 3 more (nudge status --all / --json)")
-    assert more_retrying < dead_header < more_dead == len(lines) - 1
+    assert more_retrying < dead_header < more_dead and lines[more_dead + 1] == ""
 
     code, output = invoke("status", "--all")
     assert code == 0, output

@@ -75,3 +75,37 @@ def test_actions_due_after_the_flight_are_skipped(store, settings, tmp_path):
     run_dispatcher(store, once=True, at=datetime(2026, 11, 26, 2, 0, tzinfo=UTC))
 
     assert outcomes(store) == {"a": ("skipped", "flight_over")}
+
+
+def test_the_daemon_passes_its_rules(store, settings, tmp_path):
+    """run_dispatcher(rules=...) checks `unless` against the rules it is given (the
+    daemon's last good rules), not against the files as they are now."""
+    path = write_rule(settings, "thanks", FOLLOW_UP)
+    ingest(
+        store,
+        tmp_path,
+        now=T,
+        users=[{"id": "a"}, {"id": "b"}],
+        events=[
+            {
+                "user": u,
+                "type": "purchase",
+                "at": (T - timedelta(hours=1)).isoformat(),
+                "amount": 10,
+            }
+            for u in ("a", "b")
+        ],
+    )
+    kept = ruleset_for(settings)
+    evaluate(store, kept, at=T)
+    ingest(
+        store,
+        tmp_path,
+        now=T,
+        events=[{"user": "b", "type": "purchase", "at": T.isoformat(), "amount": 10}],
+    )
+    path.write_text("trigger: {stage: [broken\n", encoding="utf-8")  # a typo since
+
+    run_dispatcher(store, once=True, at=T + timedelta(minutes=5), rules=lambda: kept)
+
+    assert outcomes(store) == {"a": ("sent", None), "b": ("skipped", "unless")}
