@@ -590,27 +590,32 @@ def run_daemon_command(
     no_dispatch: Annotated[
         bool, typer.Option("--no-dispatch", help="Plan only; leave delivery to `nudge dispatch`.")
     ] = False,
-    tick_seconds: Annotated[float, typer.Option(help="Seconds between rule ticks.")] = 60.0,
+    tick_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="Longest wait between evaluations, 1-3600 (default [daemon] tick_seconds, "
+            "60); new data and schedule slots wake the daemon earlier."
+        ),
+    ] = None,
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="text, or json: one object per line.")
+    ] = "text",
 ) -> None:
-    """The daemon: evaluate every rule each tick, deliver the outbox continuously.
+    """The daemon: evaluate rules when data arrives, a schedule slot is due or a tick
+    passes; deliver the outbox continuously. SIGTERM/SIGINT stop it cleanly.
 
-    Example: nudge run --once
+    Example: nudge run --log-format json
     """
     from engine.daemon import run_daemon
-    from engine.planning.report import render_evaluation
+    from engine.daemon_log import FORMATS, DaemonLog
 
-    def on_tick(evaluation) -> None:
-        typer.echo(render_evaluation(evaluation))
-
-    def on_dispatch(report) -> None:
-        typer.echo(f"dispatched: {report.as_dict()}")
-
+    if log_format not in FORMATS:
+        raise fail(f"--log-format must be one of {', '.join(FORMATS)}, not {log_format!r}")
     run_daemon(
         once=once,
         dispatch=not no_dispatch,
         tick_seconds=tick_seconds,
-        on_tick=on_tick,
-        on_dispatch=on_dispatch,
+        log=DaemonLog(log_format),
     )
 
 
@@ -793,11 +798,16 @@ def status(
         if hidden > 0:
             typer.echo(f"… and {hidden} more (nudge status --all / --json)")
 
+    from engine.clock import utcnow
+    from engine.operations import operations
+    from engine.planning.compile import load_ruleset
+
     with _delivery_store() as store:
         report = delivery_status(store, limit=None if json_output or all_rows else shown)
+        ops = operations(store, load_ruleset(store.settings), now=utcnow())
         tz = store.settings.tz
     if json_output:
-        print_json(report.as_dict())
+        print_json(report.as_dict() | ops.as_dict())
         return
     print_table(["state", "actions"], [[k, v] for k, v in report.counts.items()])
     typer.echo(f"oldest pending: {_local(report.oldest_pending_at, tz) or '-'}")
@@ -834,6 +844,43 @@ def status(
             ],
         )
         more(report.dead_total - len(report.dead))
+    typer.echo("")
+    _print_operations(ops, tz)
+
+
+def _print_operations(ops, tz) -> None:
+    """Daemons, then rules with their next fire time and last run, then missed slots."""
+    if ops.daemons:
+        print_table(
+            ["daemon", "host", "pid", "started", "last heartbeat", "state"],
+            [
+                [d["id"][:8], d["host"], d["pid"], _local(d["started_at"], tz)]
+                + [_local(d["heartbeat_at"], tz), d["state"]]
+                for d in ops.daemons
+            ],
+        )
+    else:
+        typer.echo("no daemon has run in the last 7 days (start one: nudge run)")
+    if ops.rules:
+        typer.echo("")
+        rows = []
+        for rule in ops.rules:
+            last = rule["last_run"] or {}
+            summary = ""
+            if last:
+                summary = f"{last['status']}: planned {last['planned']}"
+                if last["error"]:
+                    summary = f"{last['status']}: {last['error'][:60]}"
+            rows.append(
+                [rule["rule"], rule["status"], rule["trigger"], _local(rule["next_fire"], tz)]
+                + [_local(last.get("at"), tz), summary]
+            )
+        print_table(["rule", "status", "trigger", "next fire", "last run", "result"], rows)
+    for missed in ops.missed:
+        typer.echo(
+            f"missed: {missed['rule']} skipped {missed['missed']} slot(s) up to "
+            f"{_local(missed['through'], tz)} (older than misfire_grace when a daemon came back)"
+        )
 
 
 @app.command()

@@ -1,27 +1,49 @@
-"""`nudge run`: the daemon. Every tick evaluates every rule at now; a dispatcher drains.
+"""`nudge run`: the daemon. It evaluates every rule when there is something to do and
+delivers the outbox continuously, until SIGTERM or SIGINT.
 
-Schedule rules need no job of their own: a tick plans a schedule rule only when one
-of its cron slots fell in the last hour, and the (rule, slot) run claim makes that
-happen once however many ticks or daemons see the slot. Rule files are reloaded on
-every tick; a file that became invalid is reported and its last good version keeps
-running (DESIGN invariant 6).
+When it evaluates (docs/daemon.md):
+- at once when new data is committed (ingest sends NOTIFY on PostgreSQL; on SQLite a
+  one-row change counter is read every `[daemon] poll_seconds`), so a purchase is
+  planned within seconds, not at the next minute;
+- at the next fire time of a schedule rule (APScheduler computes fire times in
+  engine/scheduling.py; the (rule, slot) run claim makes each slot run once however
+  many daemons see it);
+- otherwise every `[daemon] tick_seconds`, for what time alone changes (stages that
+  lapse, follow-ups whose wait ends).
+
+The dispatcher runs in a thread beside the ticks. Rule files are reloaded on every
+tick; a file that became invalid is reported and its last good version keeps running
+(DESIGN invariant 6). On SIGTERM/SIGINT the current tick finishes (each rule is its
+own transaction), the dispatcher releases what it has not sent, the daemon signs off
+and the process exits 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from engine import clock
 from engine.config import Settings, load_settings
+from engine.daemon_log import DaemonLog
+from engine.durations import parse_duration
+from engine.errors import ConfigError
 from engine.planning.compile import CompiledRule, RuleSet, load_ruleset
 from engine.planning.runner import Evaluation, evaluate
 from engine.store import Store, open_store
 
-TICK_SECONDS = 60.0
-DISPATCH_SECONDS = 5.0
+# Housekeeping (pruning old runs and daemons) at most this often.
+HOUSEKEEPING_EVERY = timedelta(hours=1)
+# Steady ticks read only the events ingested (and follow-ups due) since the previous
+# tick, less this lag: an event's ingested_at is its import's start, so an import that
+# commits its last batch up to this long after it began is still seen at once...
+CHANGE_LAG = timedelta(minutes=15)
+# ...and the whole look-back window is swept this often (and at start), so anything a
+# longer import committed is planned at most this late, never lost.
+FULL_SWEEP_EVERY = timedelta(hours=1)
 
 
 @dataclass
@@ -29,6 +51,7 @@ class RuleCache:
     """The rules as last loaded, with the last good version of each broken one."""
 
     last_good: dict[str, CompiledRule] = field(default_factory=dict)
+    current: RuleSet | None = None
 
     def refresh(self, settings: Settings) -> RuleSet:
         ruleset = load_ruleset(settings)
@@ -40,41 +63,45 @@ class RuleCache:
         for rule_id in deleted:
             self.last_good.pop(rule_id)
         self.last_good.update(ruleset.rules)
+        self.current = ruleset
         return ruleset
 
-
-def tick(store: Store, cache: RuleCache, now: datetime) -> Evaluation:
-    """One evaluation of every rule at `now` (what the daemon does every minute)."""
-    return evaluate(store, cache.refresh(store.settings), at=now, mode="run")
-
-
-@dataclass
-class Daemon:
-    store: Store
-    cache: RuleCache = field(default_factory=RuleCache)
-    on_tick: Callable[[Evaluation], None] | None = None
-    on_dispatch: Callable[[object], None] | None = None
+    def rules(self) -> RuleSet:
+        """The rules of the latest tick (the dispatcher's RulePolicy reads these)."""
+        return self.current if self.current is not None else RuleSet()
 
 
-# Open daemons by project folder: the scheduler's jobs are dotted paths with plain
-# arguments, so they find their state here.
-_DAEMONS: dict[str, Daemon] = {}
+def tick(
+    store: Store, cache: RuleCache, now: datetime, changed_since: datetime | None = None
+) -> Evaluation:
+    """One evaluation of every rule at `now` (event and after triggers narrowed to what
+    changed since `changed_since`, when given)."""
+    ruleset = cache.refresh(store.settings)
+    return evaluate(store, ruleset, at=now, mode="run", changed_since=changed_since)
 
 
-def tick_job(project: str) -> None:
-    daemon = _DAEMONS[project]
-    evaluation = tick(daemon.store, daemon.cache, clock.utcnow())
-    if daemon.on_tick is not None:
-        daemon.on_tick(evaluation)
+def seconds_until_next_slot(ruleset: RuleSet, settings: Settings, now: datetime) -> float | None:
+    """Seconds until the next fire time of any schedule rule (None without any)."""
+    from engine.triggers.schedule import next_fire_times
+
+    upcoming = [
+        fire
+        for compiled in ruleset.rules.values()
+        if compiled.spec.trigger.kind == "schedule" and compiled.spec.status != "paused"
+        for fire in next_fire_times(compiled.spec.trigger.value, settings.tz, now, 1)
+    ]
+    if not upcoming:
+        return None
+    return max((min(upcoming) - now).total_seconds(), 0.0)
 
 
-def dispatch_job(project: str) -> None:
-    from engine.delivery.runner import run_dispatcher
-
-    daemon = _DAEMONS[project]
-    report = run_dispatcher(daemon.store, once=True)
-    if daemon.on_dispatch is not None and report.claimed:
-        daemon.on_dispatch(report)
+def validate_tick_seconds(value: float) -> float:
+    if not 1 <= value <= 3600:
+        raise ConfigError(
+            f"--tick-seconds must be between 1 and 3600, not {value:g}: new data wakes the "
+            "daemon at once anyway, and schedules catch up after a long wait"
+        )
+    return value
 
 
 def run_daemon(
@@ -82,33 +109,140 @@ def run_daemon(
     *,
     once: bool = False,
     dispatch: bool = True,
-    tick_seconds: float = TICK_SECONDS,
-    dispatch_seconds: float = DISPATCH_SECONDS,
-    on_tick: Callable[[Evaluation], None] | None = None,
-    on_dispatch: Callable[[object], None] | None = None,
+    tick_seconds: float | None = None,
+    log: DaemonLog | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Tick and dispatch forever (until interrupted), or once with `once=True`."""
-    settings = load_settings(project_dir)
-    store = open_store(settings)
-    key = str(settings.project_dir)
-    _DAEMONS[key] = Daemon(store=store, on_tick=on_tick, on_dispatch=on_dispatch)
-    try:
-        if once:
-            tick_job(key)
-            if dispatch:
-                dispatch_job(key)
-            return
-        from engine.scheduling import build_scheduler
+    """Tick and dispatch until `stop` is set (or SIGTERM/SIGINT), or once with `once`."""
+    from engine.delivery.runner import stop_on_signals
+    from engine.store.daemon_lock import exclusive_daemon
 
-        jobs = [("nudge-tick", "engine.daemon:tick_job", tick_seconds, (key,))]
-        if dispatch:
-            jobs.append(("nudge-dispatch", "engine.daemon:dispatch_job", dispatch_seconds, (key,)))
-        scheduler = build_scheduler(jobs)
-        tick_job(key)  # start with a tick rather than waiting a whole interval
-        try:
-            scheduler.start()
-        except (KeyboardInterrupt, SystemExit):
-            scheduler.shutdown(wait=True)
+    settings = load_settings(project_dir)
+    tick_seconds = validate_tick_seconds(tick_seconds or settings.daemon.tick_seconds)
+    log = log or DaemonLog()
+    store = open_store(settings)
+    signals: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if stop is None:
+        stop = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            signals = stop_on_signals(stop)
+    try:
+        with signals, exclusive_daemon(store, owner="nudge run --once" if once else "nudge run"):
+            _Daemon(store, log, stop, tick_seconds).run(once=once, dispatch=dispatch)
     finally:
-        _DAEMONS.pop(key, None)
         store.dispose()
+
+
+class _Daemon:
+    def __init__(self, store: Store, log: DaemonLog, stop: threading.Event, tick_seconds: float):
+        self.store = store
+        self.log = log
+        self.stop = stop
+        self.tick_seconds = tick_seconds
+        self.cache = RuleCache()
+        self.daemon_id: str | None = None
+        self.housekept_at: datetime | None = None
+        self.swept_at: datetime | None = None
+        self.ticked_at: datetime | None = None
+
+    def run(self, *, once: bool, dispatch: bool) -> None:
+        from engine.store import daemons
+
+        with self.store.begin() as connection:
+            self.daemon_id = daemons.register(connection, clock.utcnow())
+        self.log.emit("start", f"daemon {self.daemon_id} started", daemon=self.daemon_id)
+        try:
+            if once:
+                self._tick("once")
+                if dispatch:
+                    self._dispatch_once()
+                return
+            self._loop(dispatch)
+        finally:
+            with self.store.begin() as connection:
+                daemons.sign_off(connection, self.daemon_id, clock.utcnow())
+            self.log.emit("stop", f"daemon {self.daemon_id} stopped", daemon=self.daemon_id)
+
+    def _loop(self, dispatch: bool) -> None:
+        from engine.store.changes import ChangeWatcher
+
+        settings = self.store.settings
+        watcher = ChangeWatcher(self.store, poll_seconds=settings.daemon.poll_seconds)
+        dispatcher = None
+        if dispatch:
+            dispatcher = threading.Thread(target=self._dispatch_forever, name="nudge-dispatch")
+        try:
+            reason = "start"
+            while not self.stop.is_set():
+                try:
+                    self._tick(reason)
+                except Exception as exc:  # noqa: BLE001 - a database restart must not end the daemon
+                    self.log.emit("error", f"tick failed: {exc!r}; retrying", error=repr(exc))
+                if dispatcher is not None and not dispatcher.is_alive():
+                    dispatcher.start()  # after the first tick: rules are loaded
+                wait = self.tick_seconds
+                until_slot = seconds_until_next_slot(self.cache.rules(), settings, clock.utcnow())
+                if until_slot is not None and until_slot < wait:
+                    wait, reason = until_slot + 0.05, "schedule"
+                else:
+                    reason = "timer"
+                if watcher.wait(wait, self.stop):
+                    reason = "new data"
+        finally:
+            watcher.close()
+            if dispatcher is not None and dispatcher.is_alive():
+                dispatcher.join()
+
+    def _tick(self, reason: str) -> None:
+        from engine.store import daemons
+
+        now = clock.utcnow()
+        changed_since = None
+        if self.swept_at is not None and now - self.swept_at < FULL_SWEEP_EVERY:
+            changed_since = self.ticked_at - CHANGE_LAG
+        else:
+            self.swept_at = now
+        evaluation = tick(self.store, self.cache, now, changed_since)
+        self.ticked_at = now
+        self.log.tick(evaluation, reason=reason)
+        with self.store.begin() as connection:
+            daemons.heartbeat(connection, self.daemon_id, now)
+        self._housekeeping(now)
+
+    def _housekeeping(self, now: datetime) -> None:
+        from engine.planning.pipeline import prune_runs
+        from engine.store import daemons
+
+        if self.housekept_at is not None and now - self.housekept_at < HOUSEKEEPING_EVERY:
+            return
+        keep = parse_duration(self.store.settings.daemon.keep_runs)
+        with self.store.begin() as connection:
+            pruned = prune_runs(connection, before=now - keep)
+            daemons.prune(connection, before=now - keep)
+        self.housekept_at = now
+        if pruned:
+            self.log.emit("prune", f"pruned {pruned} old runs that decided nothing", runs=pruned)
+
+    def _dispatch_once(self) -> None:
+        from engine.delivery.runner import run_dispatcher
+
+        report = run_dispatcher(self.store, once=True, stop=self.stop, rules=self.cache.rules)
+        self.log.dispatch(report)
+
+    def _dispatch_forever(self) -> None:
+        from engine.delivery.runner import run_dispatcher
+
+        poll = self.store.settings.daemon.poll_seconds
+        while not self.stop.is_set():
+            try:
+                run_dispatcher(
+                    self.store,
+                    once=False,
+                    stop=self.stop,
+                    poll_seconds=poll,
+                    on_pass=self.log.dispatch,
+                    rules=self.cache.rules,
+                )
+            except Exception as exc:  # noqa: BLE001 - delivery must outlive a lost connection
+                self.log.emit("error", f"dispatch failed: {exc!r}; retrying", error=repr(exc))
+                self.stop.wait(poll)

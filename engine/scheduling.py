@@ -1,4 +1,10 @@
-"""The one module that imports APScheduler (3.x): cron triggers and the daemon's scheduler."""
+"""The one module that imports APScheduler (3.x): cron expressions and their fire times.
+
+APScheduler computes when a cron expression fires in the shop's time zone; the
+database decides who runs a slot (a unique (rule, slot) run row), so any number of
+daemons, restarts and catch-ups run each slot once. docs/daemon.md says why the
+daemon does not hand rules to an APScheduler job store instead.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 
 def cron_trigger(expression: str, timezone: ZoneInfo) -> CronTrigger:
@@ -65,20 +69,3 @@ def fire_times(
         last_wall = wall
         if not repeated and instant > start:
             yield local
-
-
-def build_scheduler(jobs: list[tuple[str, str, float, tuple]]) -> BlockingScheduler:
-    """A blocking scheduler running each (id, dotted function path, every seconds, args).
-
-    Jobs are referenced by dotted path with stable ids, so a persistent job store could
-    hold them; coalesce + max_instances=1 means a slow tick is never run twice at once
-    and missed ticks collapse into one.
-    """
-    scheduler = BlockingScheduler(
-        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
-    )
-    for job_id, function, seconds, args in jobs:
-        scheduler.add_job(
-            function, IntervalTrigger(seconds=seconds), id=job_id, args=args, replace_existing=True
-        )
-    return scheduler

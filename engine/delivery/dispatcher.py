@@ -163,7 +163,7 @@ def load_contacts(store: Store, user_ids: Sequence[str]) -> dict[str, Contact]:
         return {}
     columns = [users.c[name] for name in Contact.__dataclass_fields__]
     query = sa.select(*columns).where(users.c.id.in_(sorted(set(user_ids))))
-    with store.connect() as connection:
+    with store.read() as connection:
         return {row.id: Contact(**row._mapping) for row in connection.execute(query)}
 
 

@@ -67,7 +67,7 @@ class ConsentPolicy(DeliveryPolicy):
                 wanted.setdefault(consent, set()).add(action.user_id)
         if not wanted:  # webhooks, coupons, tags: nothing to read
             return
-        with ctx.store.connect() as connection:
+        with ctx.store.read() as connection:
             for consent, user_ids in wanted.items():
                 rows = connection.execute(
                     sa.select(users.c.id, refusal_sql(users, consent)).where(
@@ -171,7 +171,7 @@ class FrequencyCapPolicy(DeliveryPolicy):
                 )
                 .group_by(outbox.c.user_id)
             )
-            with ctx.store.connect() as connection:
+            with ctx.store.read() as connection:
                 for user_id, count, oldest in connection.execute(query):
                     self.counts[(user_id, channel)] = count
                     self.oldest[(user_id, channel)] = oldest

@@ -62,7 +62,7 @@ class RulePolicy(DeliveryPolicy):
         self._exits = {}
         if not by_rule:  # no rule of these actions has an `unless`: nothing to read
             return
-        with ctx.store.connect() as connection:
+        with ctx.store.read() as connection:
             for rule_id, outbox_ids in by_rule.items():
                 compiled = ruleset.rules[rule_id]
                 self._exits[rule_id] = _stopped(connection, ctx, compiled, outbox_ids)

@@ -131,6 +131,7 @@ def plan_rule(
     superiors: Sequence[str] = (),
     user_id: str | None = None,
     mode: str = "run",
+    changed_since: datetime | None = None,
 ) -> RuleOutcome:
     """Evaluate `spec` at `at` inside the caller's transaction; returns what it decided.
 
@@ -148,6 +149,7 @@ def plan_rule(
         # `dry-run --user` say exactly what the sweep would do.
         watermark=_watermark(connection, spec, at),
         rule_id=spec.rule_id,
+        changed_since=changed_since,
     )
     if spec.status == "paused":
         outcome.status = "paused"

@@ -91,8 +91,13 @@ def evaluate(
     user_id: str | None = None,
     dry_run: bool = False,
     mode: str = "run",
+    changed_since: datetime | None = None,
 ) -> Evaluation:
-    """Plan the chosen rules at `at` (all valid rules when none are named)."""
+    """Plan the chosen rules at `at` (all valid rules when none are named).
+
+    `changed_since` narrows event and after triggers to what changed since then (the
+    daemon's steady ticks); None reads their whole look-back window.
+    """
     result = Evaluation(at=at, dry_run=dry_run, diagnostics=list(ruleset.diagnostics))
     chosen = evaluation_order(select_rules(ruleset, rule_ids))
     if user_id is not None:
@@ -104,7 +109,9 @@ def evaluate(
                 result.stage_entries = refresh_stages_up_to(connection, store, at)
                 for rule in chosen:
                     result.outcomes.append(
-                        _plan_isolated(connection, rule, chosen, store, at, user_id, mode, True)
+                        _plan_isolated(
+                            connection, rule, chosen, store, at, user_id, mode, True, changed_since
+                        )
                     )
             finally:
                 transaction.rollback()
@@ -114,12 +121,16 @@ def evaluate(
     for rule in chosen:
         with store.connect() as connection, connection.begin():
             result.outcomes.append(
-                _plan_isolated(connection, rule, chosen, store, at, user_id, mode, False)
+                _plan_isolated(
+                    connection, rule, chosen, store, at, user_id, mode, False, changed_since
+                )
             )
     return result
 
 
-def _plan_isolated(connection, rule, chosen, store, at, user_id, mode, dry_run) -> RuleOutcome:
+def _plan_isolated(
+    connection, rule, chosen, store, at, user_id, mode, dry_run, changed_since=None
+) -> RuleOutcome:
     """Plan one rule inside a savepoint: its failure is recorded, the others go on."""
     started = clock.monotonic()
     savepoint = connection.begin_nested()
@@ -133,6 +144,7 @@ def _plan_isolated(connection, rule, chosen, store, at, user_id, mode, dry_run) 
             superiors=superiors_of(rule, chosen),
             user_id=user_id,
             mode="dry-run" if dry_run else mode,
+            changed_since=changed_since,
         )
     except Exception as exc:  # noqa: BLE001 - one failing rule never stops the others
         savepoint.rollback()

@@ -67,6 +67,8 @@ class Event(SQLModel, table=True):
         UniqueConstraint("user_id", "source_id", name="uq_events_user_source"),
         Index("ix_events_user_type_time", "user_id", "type", "occurred_at"),
         Index("ix_events_type_time", "type", "occurred_at"),
+        # The daemon's steady tick reads the events of a type ingested since the last.
+        Index("ix_events_type_ingested", "type", "ingested_at"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))

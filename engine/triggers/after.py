@@ -86,7 +86,16 @@ def occurrences(spec: TriggerSpec, ctx: TriggerContext) -> sa.Select:
         anchor <= due_by,
         anchor > due_by - LOOKBACK,
         reached(d.c.id),
+        *_changed(d, anchor, wait, ctx),
     )
+
+
+def _changed(d, anchor, wait, ctx: TriggerContext) -> list:
+    """Only decisions that fell due, or were made, since `changed_since` (a late-loaded
+    occurrence is decided now but was due long ago)."""
+    if ctx.changed_since is None:
+        return []
+    return [sa.or_(anchor > ctx.changed_since - wait, d.c.decided_at > ctx.changed_since)]
 
 
 def slot(spec: TriggerSpec, ctx: TriggerContext) -> str:

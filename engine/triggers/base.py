@@ -48,6 +48,11 @@ class TriggerContext:
     # what was recorded before it has been considered already.
     watermark: datetime | None = None
     rule_id: str | None = None
+    # Event and after triggers: only what changed after this instant (events ingested,
+    # decisions made or falling due); None reads their whole look-back window. The
+    # daemon passes its previous evaluation's time less a safety lag, and sweeps the
+    # whole window now and then (engine/daemon.py).
+    changed_since: datetime | None = None
     # Per-evaluation scratch space of a trigger kind (e.g. the schedule's slot plan).
     memo: dict = field(default_factory=dict, compare=False)
 

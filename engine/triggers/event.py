@@ -33,6 +33,9 @@ def occurrences(spec: TriggerSpec, ctx: TriggerContext) -> sa.Select:
         e.c.type == spec.value,
         e.c.occurred_at <= ctx.at,
         e.c.occurred_at > ctx.at - LOOKBACK,
+        # A steady tick reads the events ingested since the previous one (an index on
+        # type and ingested_at), not its whole day of look-back.
+        *([e.c.ingested_at > ctx.changed_since] if ctx.changed_since is not None else []),
     )
 
 

@@ -64,5 +64,5 @@ def test_run_once_plans_and_delivers(store, settings, tmp_path, monkeypatch):
         result = CliRunner().invoke(app, ["run", "--once"])
 
     assert result.exit_code == 0, result.output
-    assert "tag-lapsed: matched 1, planned 1, held out 0" in result.output
-    assert "dispatched: " in result.output and "'sent': 1" in result.output
+    assert "tick (once): planned 1; tag-lapsed planned 1" in result.output
+    assert "dispatched 1: sent 1" in result.output

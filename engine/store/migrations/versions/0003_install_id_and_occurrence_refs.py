@@ -63,9 +63,14 @@ def upgrade() -> None:
     # What the daemon reads every tick: a rule's latest runs (watermark, last slot).
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.create_index("ix_runs_rule_at", ["rule_id", "at"], unique=False)
+    # ...and the events of a type ingested since its previous tick.
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.create_index("ix_events_type_ingested", ["type", "ingested_at"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.drop_index("ix_events_type_ingested")
     op.drop_table("daemons")
     op.drop_table("change_counters")
     with op.batch_alter_table("runs", schema=None) as batch_op:

@@ -1,0 +1,134 @@
+"""The daemon loop for real: woken by an ingest, delivering, stopping cleanly.
+
+These run a real `nudge run` (in a thread, or a process for signals) against the
+parametrised store and wait for what it does, with deadlines rather than sleeps.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from cli import app
+from engine.clock import monotonic, utcnow
+from engine.daemon import run_daemon
+from engine.daemon_log import DaemonLog
+from engine.store.planning import DaemonProcess, OutboxAction
+from tests.planning.helpers import ingest, write_rule
+
+THANKS = "trigger: {event: purchase}\nactions:\n  tag: {add: [thanked]}\n"
+
+
+def wait_for(condition, timeout: float = 15.0) -> None:
+    deadline = monotonic() + timeout
+    while not condition():
+        if monotonic() > deadline:
+            raise AssertionError("timed out waiting for the daemon")
+        threading.Event().wait(0.05)
+
+
+def outbox_states(store) -> list[str]:
+    o = OutboxAction.__table__
+    with store.connect() as connection:
+        return list(connection.execute(sa.select(o.c.state)).scalars())
+
+
+def test_an_ingested_purchase_is_planned_and_delivered_within_seconds(store, settings, tmp_path):
+    write_rule(settings, "thanks", THANKS)
+    ingest(store, tmp_path, now=utcnow(), users=[{"id": "a"}])
+    stop = threading.Event()
+    log = io.StringIO()
+    # A long tick: only the ingest's wake-up can explain a prompt plan.
+    daemon = threading.Thread(
+        target=run_daemon,
+        kwargs={
+            "project_dir": settings.project_dir,
+            "stop": stop,
+            "tick_seconds": 600,
+            "log": DaemonLog("json", log),
+        },
+    )
+    daemon.start()
+    try:
+        wait_for(lambda: '"event":"start"' in log.getvalue())
+        started = monotonic()
+        now = utcnow()
+        ingest(
+            store,
+            tmp_path,
+            now=now,
+            events=[{"user": "a", "type": "purchase", "at": now.isoformat(), "amount": 5}],
+        )
+        wait_for(lambda: outbox_states(store) == ["sent"])
+        elapsed = monotonic() - started
+    finally:
+        stop.set()
+        daemon.join(timeout=15)
+    assert not daemon.is_alive(), "the daemon did not stop"
+    lines = [json.loads(line) for line in log.getvalue().splitlines()]
+    ticks = [line for line in lines if line["event"] == "tick"]
+    assert [t["reason"] for t in ticks] == ["new data"] and ticks[0]["planned"] == 1
+    assert [line["event"] for line in lines][-1] == "stop"
+    assert elapsed < 15  # woken by the ingest, not by the 600 s tick
+    d = DaemonProcess.__table__
+    with store.connect() as connection:
+        assert connection.execute(sa.select(d.c.stopped_at)).scalar() is not None
+
+
+def test_sigterm_stops_the_daemon_cleanly(settings, monkeypatch):
+    write_rule(settings, "thanks", THANKS)
+    env = {**os.environ, "NUDGE_DATABASE_URL": settings.database.url}
+    with subprocess.Popen(
+        [sys.executable, "-c", "from cli import app; app()", "run", "--log-format", "json"],
+        cwd=settings.project_dir,
+        env={**env, "PYTHONPATH": os.pathsep.join(sys.path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            first = process.stdout.readline()
+            assert json.loads(first)["event"] == "start", first + process.stderr.read()
+            sent = monotonic()
+            process.send_signal(signal.SIGTERM)
+            rest, errors = process.communicate(timeout=15)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 0, errors
+    assert monotonic() - sent < 10
+    assert json.loads(rest.splitlines()[-1])["event"] == "stop"
+
+
+def test_tick_seconds_are_validated(settings, monkeypatch):
+    monkeypatch.chdir(settings.project_dir)
+    result = CliRunner().invoke(app, ["run", "--tick-seconds", "7200"])
+    assert result.exit_code == 1
+    assert "--tick-seconds must be between 1 and 3600, not 7200" in result.output
+
+
+def test_status_lists_the_daemon_and_the_rules(store, settings, tmp_path, monkeypatch):
+    write_rule(settings, "thanks", THANKS)
+    write_rule(
+        settings, "monday", 'trigger: {schedule: "0 10 * * MON"}\nactions:\n  tag: {add: [m]}\n'
+    )
+    monkeypatch.chdir(settings.project_dir)
+    run_daemon(settings.project_dir, once=True, log=DaemonLog("text", io.StringIO()))
+
+    data = json.loads(CliRunner().invoke(app, ["status", "--json"]).output)
+
+    assert [(d["state"], d["pid"]) for d in data["daemons"]] == [("stopped", os.getpid())]
+    rules = {r["rule"]: r for r in data["rules"]}
+    assert set(rules) == {"thanks", "monday"}
+    next_fire = datetime.fromisoformat(rules["monday"]["next_fire"])
+    assert next_fire.weekday() == 0 and next_fire - datetime.now(UTC) < timedelta(days=8)
