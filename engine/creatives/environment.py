@@ -12,6 +12,7 @@ and a budget per render: wall time, output size, `range()` length, and the size 
 from __future__ import annotations
 
 import contextvars
+import logging
 import re
 import sys
 from collections.abc import Iterator
@@ -25,7 +26,14 @@ from typing import Any
 
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_currency, format_percent
-from jinja2 import BaseLoader, StrictUndefined, TemplateNotFound, pass_context
+from jinja2 import (
+    BaseLoader,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    pass_context,
+)
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -46,6 +54,7 @@ MAX_RENDER_SECONDS = 2.0
 MAX_OUTPUT_CHARS = 200_000
 MAX_RANGE = 1_000
 MAX_EXPONENT = 64
+_LOG = logging.getLogger("nudge.creatives")
 
 
 def check_creative_name(name: str) -> str:
@@ -144,7 +153,36 @@ def _sized(value: Any) -> int | None:
 
 
 class CreativeSandbox(ImmutableSandboxedEnvironment):
-    """Jinja's immutable sandbox with a time and size budget on every operation."""
+    """Jinja's immutable sandbox with a time and size budget on every operation.
+
+    Templates are reloaded when their file changes (hot reload in a running daemon).
+    An edit that does not compile keeps the last good version of that template in
+    use, and says so on the `nudge.creatives` logger, so a typo saved to a live
+    template never turns every message into a dead letter; `nudge check` shows the
+    error with its line.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._last_good: dict[str, Template] = {}
+        self.kept_last_good: dict[str, str] = {}  # template name -> the error
+
+    def get_template(self, name, parent=None, globals=None):  # noqa: A002 - Jinja's name
+        try:
+            template = super().get_template(name, parent, globals)
+        except TemplateSyntaxError as exc:
+            good = self._last_good.get(name if isinstance(name, str) else "")
+            if good is None:
+                raise
+            error = f"{exc.filename or name}:{exc.lineno}: {exc.message}"
+            if self.kept_last_good.get(name) != error:  # once per distinct error
+                _LOG.warning("template does not compile, keeping its last good version: %s", error)
+            self.kept_last_good[name] = error
+            return good
+        if isinstance(name, str):
+            self._last_good[name] = template
+            self.kept_last_good.pop(name, None)
+        return template
 
     # Intercepting also stops Jinja from constant-folding `10**10**10` at compile time.
     intercepted_binops = frozenset({"*", "**"})

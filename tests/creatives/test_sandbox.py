@@ -158,3 +158,22 @@ def test_unrendered_template_syntax_in_output_is_an_error(settings):
         "templates/probe/sms.en.txt: error: sms: unrendered '{{' in the output "
         "(escaped or nested template syntax?)"
     )
+
+
+def test_a_live_template_edit_that_does_not_compile_keeps_the_last_good_version(settings, caplog):
+    """Hot reload in a running daemon: a typo saved to a template must not kill sends."""
+    import os
+
+    path = write(settings, "probe/sms.en.txt", "Hello {{ user.name }}")
+    assert render_creative(settings, "probe", "sms", context(settings)).text == "Hello Alex Morgan"
+
+    path.write_text("Hello {{ user.name ", encoding="utf-8")
+    os.utime(path, (path.stat().st_atime, path.stat().st_mtime + 5))
+    with caplog.at_level("WARNING", logger="nudge.creatives"):
+        kept = render_creative(settings, "probe", "sms", context(settings))
+    assert kept.text == "Hello Alex Morgan"
+    assert "keeping its last good version" in caplog.text and "sms.en.txt:1" in caplog.text
+
+    path.write_text("Hi {{ user.name }}", encoding="utf-8")
+    os.utime(path, (path.stat().st_atime, path.stat().st_mtime + 10))
+    assert render_creative(settings, "probe", "sms", context(settings)).text == "Hi Alex Morgan"
