@@ -38,7 +38,8 @@ def fire_times(
     A cron expression names wall-clock times of the shop, and each wall-clock time
     fires once, on DST days too:
     - a time the spring change skips fires once, when the clocks resume (APScheduler's
-      choice: the skipped 02:30 fires at 03:30);
+      choice: the skipped 02:30 fires at 03:30); several times in one skipped hour
+      collapse into that one fire;
     - a time the autumn change repeats fires once, at its first occurrence: a daily
       "30 2 * * *" is one slot, not two, and an hourly rule fires 24 times that day
       (the repeated hour once). APScheduler returns the repeated time sometimes, and
@@ -65,7 +66,9 @@ def fire_times(
             return
         local = instant.astimezone(timezone)
         wall = local.replace(tzinfo=None, fold=0)
-        repeated = wall == last_wall
-        last_wall = wall
+        # In a fold the wall clock goes back: every time up to the latest one already
+        # fired is a repetition ("0,30 2 * * *" fires 02:00 and 02:30 once each).
+        repeated = last_wall is not None and wall <= last_wall
+        last_wall = wall if last_wall is None else max(last_wall, wall)
         if not repeated and instant > start:
             yield local

@@ -10,8 +10,8 @@ daemon that was down, or ticks rarely, still runs it: once, coalesced, never a b
 of the slots it slept through, and only while the slot is younger than
 `[daemon] misfire_grace` (default 6h: a breakfast email at dinner time helps nobody).
 Slots older than that are recorded as one `missed` run, shown by `nudge status`. A
-rule never evaluated before looks back FIRST_LOOK_BACK only: adding a rule does not
-fire a slot from this morning.
+rule never evaluated before looks back FIRST_LOOK_BACK (a minute) only: adding a rule
+does not fire a slot from this morning.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from engine.triggers.base import TriggerContext, TriggerSpec, no_event
 users = User.__table__
 runs = Run.__table__
 name = "schedule"
-FIRST_LOOK_BACK = timedelta(hours=1)
+# A rule never evaluated before runs a slot of the last minute (the daemon wakes at
+# the slot; cron users run `nudge fire` at it), nothing older.
+FIRST_LOOK_BACK = timedelta(minutes=1)
 # Claimed slots are read from the latest runs; a few suffice (one-user evaluations
 # and other modes share the table).
 _RECENT_RUNS = 5
@@ -67,25 +69,26 @@ def plan_slots(
     """The due slot at `at`, given the last slot already claimed (see module doc)."""
     since = last_slot if last_slot is not None else at - FIRST_LOOK_BACK
     through = at - grace
-    missed = 0
+    missed, last_missed = 0, None
     if since < through:
-        missed = sum(
-            1 for _ in islice(fire_times(expression, timezone, since, through), MAX_COUNTED)
-        )
+        for fire in islice(fire_times(expression, timezone, since, through), MAX_COUNTED):
+            missed, last_missed = missed + 1, fire
     recent = list(fire_times(expression, timezone, max(since, through), until=at))
     return SlotPlan(
         due=recent[-1] if recent else None,
         coalesced=max(len(recent) - 1, 0),
         missed=missed,
-        missed_through=through if missed else None,
+        # The last missed slot names the record: daemons catching up at different
+        # instants record the same missed run once.
+        missed_through=last_missed,
     )
 
 
-def due_slot(
-    expression: str, timezone: ZoneInfo, at: datetime, last_slot: datetime | None = None
-) -> datetime | None:
-    """The slot due at `at` for a rule whose last claimed slot is `last_slot`."""
-    return plan_slots(expression, timezone, at, last_slot=last_slot, grace=FIRST_LOOK_BACK).due
+def due_slot(expression: str, timezone: ZoneInfo, at: datetime) -> datetime | None:
+    """The latest fire time in (at - 1h, at]: what a tick at `at` runs when it
+    claimed the slots before (its last one at least an hour old)."""
+    hour = timedelta(hours=1)
+    return plan_slots(expression, timezone, at, last_slot=at - hour, grace=hour).due
 
 
 def last_claimed_slot(connection, rule_id: str) -> datetime | None:

@@ -129,3 +129,13 @@ def test_dry_run_in_the_repeated_hour_returns(project_dir, monkeypatch):
 
     assert result.exit_code == 0, result.output
     assert '"status": "not_due"' in result.output
+
+
+@pytest.mark.parametrize("expression", ["0,30 2 * * *", "*/20 2 * * *", "*/30 * * * *"])
+def test_several_fires_in_the_repeated_hour_fire_once_each(expression):
+    berlin = ZoneInfo("Europe/Berlin")
+    start, end = _local_day(berlin, date(2026, 10, 25))
+    fires = list(fire_times(expression, berlin, start, end))
+    walls = [f.replace(tzinfo=None) for f in fires]
+    assert len(walls) == len(set(walls))
+    assert [w.strftime("%H:%M") for w in walls if w.hour == 2][:1] == ["02:00"]
