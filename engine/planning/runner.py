@@ -46,28 +46,63 @@ class Evaluation:
 
 
 def evaluation_order(rules: Iterable[CompiledRule]) -> list[CompiledRule]:
-    """Followed rules before their follow-ups; inside a group, highest priority first."""
+    """Followed rules before their follow-ups, and inside an exclusive group the higher
+    priorities first (a lower rule must see what a higher one decided in this run).
+
+    A topological order of both kinds of edge; among rules free to go, the highest
+    priority first, then by id. A cycle (a follow-up that outranks the rule it follows
+    in one group) keeps the follow-up edge: data must exist before it is followed.
+    """
     by_id = {rule.spec.rule_id: rule for rule in rules}
+    before: dict[str, set[str]] = {rule_id: set() for rule_id in by_id}
+    for rule_id, rule in by_id.items():
+        spec = rule.spec
+        if spec.trigger.kind == "after" and spec.trigger.value in by_id:
+            before[rule_id].add(spec.trigger.value)
+    for rule_id, rule in by_id.items():
+        for superior in superiors_of(rule, by_id.values()):
+            if not _reaches(before, superior, rule_id):  # never close a cycle
+                before[rule_id].add(superior)
+    order: list[CompiledRule] = []
+    done: set[str] = set()
+    while len(order) < len(by_id):
+        free = [r for r in by_id if r not in done and before[r] <= done]
+        if not free:  # only a cycle of follow-ups is left: the old depth order
+            free = [r for r in by_id if r not in done]
+        chosen = min(free, key=lambda r: (-by_id[r].spec.priority, r))
+        order.append(by_id[chosen])
+        done.add(chosen)
+    return order
 
-    def depth(rule_id: str, seen: frozenset[str] = frozenset()) -> int:
-        spec = by_id[rule_id].spec
-        if spec.trigger.kind != "after" or spec.trigger.value not in by_id or rule_id in seen:
-            return 0
-        return 1 + depth(spec.trigger.value, seen | {rule_id})
 
-    return sorted(
-        by_id.values(), key=lambda r: (depth(r.spec.rule_id), -r.spec.priority, r.spec.rule_id)
-    )
+def _reaches(before: dict[str, set[str]], start: str, target: str) -> bool:
+    """Whether `start` must already come after `target` (a path start -> ... -> target)."""
+    stack, seen = [start], set()
+    while stack:
+        node = stack.pop()
+        if node == target:
+            return True
+        if node not in seen:
+            seen.add(node)
+            stack.extend(before.get(node, ()))
+    return False
 
 
 def superiors_of(rule: CompiledRule, rules: Iterable[CompiledRule]) -> tuple[str, ...]:
+    """The live rules of the same exclusive group with a higher priority.
+
+    Shadow and paused rules deliver nothing, so they never take a user from a live one
+    (their held-out users are not anyone's control group).
+    """
     group = rule.spec.exclusive_group
     if group is None:
         return ()
     return tuple(
         other.spec.rule_id
         for other in rules
-        if other.spec.exclusive_group == group and other.spec.priority > rule.spec.priority
+        if other.spec.exclusive_group == group
+        and other.spec.priority > rule.spec.priority
+        and other.spec.status == "active"
     )
 
 

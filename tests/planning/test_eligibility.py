@@ -163,3 +163,43 @@ def test_a_held_out_user_gets_no_lower_rule_of_the_group(store, settings, tmp_pa
     assert outcomes["big-offer"].held_out == len(held)
     assert outcomes["small-offer"].planned == 0
     assert outcomes["small-offer"].suppressed == {"exclusive_group": len(users)}
+
+
+def test_a_higher_follow_up_of_the_group_is_decided_first(store, settings, tmp_path):
+    """Priority 90 is a follow-up, priority 10 an event rule: the follow-up still wins."""
+    write_rule(settings, "seen", "trigger: {event: visit}\nactions:\n  tag: {add: [seen]}\n")
+    write_rule(
+        settings,
+        "big",
+        "trigger: {after: seen, wait: 1s}\nexclusive_group: offers\npriority: 90\n"
+        "actions:\n  tag: {add: [big]}\n",
+    )
+    write_rule(
+        settings,
+        "small",
+        "trigger: {event: visit}\nexclusive_group: offers\npriority: 10\n"
+        "actions:\n  tag: {add: [small]}\n",
+    )
+    two_visits_each(store, tmp_path, users=("a",))
+
+    outcomes = {o.rule_id: o for o in evaluate(store, ruleset_for(settings), at=T).outcomes}
+
+    assert outcomes["big"].planned == 2  # one follow-up per visit
+    assert (outcomes["small"].planned, outcomes["small"].suppressed) == (0, {"exclusive_group": 2})
+
+
+def test_a_shadow_rule_takes_nobody_from_a_live_one(store, settings, tmp_path):
+    for rule_id, priority, status in (("trial", 90, "shadow"), ("live", 10, "active")):
+        write_rule(
+            settings,
+            rule_id,
+            f"status: {status}\ntrigger: {{event: visit}}\nexclusive_group: offers\n"
+            f"priority: {priority}\nexperiment: {{holdout: 50%}}\n"
+            "actions:\n  tag: {add: [offered]}\n",
+        )
+    two_visits_each(store, tmp_path, users=[f"u{i}" for i in range(10)])
+
+    outcomes = {o.rule_id: o for o in evaluate(store, ruleset_for(settings), at=T).outcomes}
+
+    assert "exclusive_group" not in outcomes["live"].suppressed
+    assert outcomes["live"].planned + outcomes["live"].held_out == 20
