@@ -283,30 +283,58 @@ def _print_kpis(result: dict, tz) -> None:
 
 
 @app.command()
-def stats(at: KpiAtOption = None, as_json: JsonFlag = False) -> None:
-    """Shop KPIs (buyers, orders, GMV, AOV, repeat rate, conversion) per lifecycle stage.
+def stats(
+    at: KpiAtOption = None,
+    as_json: JsonFlag = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Period start, ISO 8601 (shop time zone when no offset). "
+            "Default: from the first event.",
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="Period end (excluded); the same as --at. Default: now."),
+    ] = None,
+) -> None:
+    """Shop KPIs (buyers, orders, GMV, AOV, repeat rate, conversion) per lifecycle stage,
+    cohorts with LTV and retention, CTR, and CAC / ROAS when ad spend was ingested.
 
-    Only events at or before T count.
+    The KPIs as of T count events at or before T; the period sections count those in
+    [--since, --until), with stages as of --until.
 
-    Example: nudge stats --at 2026-11-11T00:00
+    Example: nudge stats --since 2026-11-01 --until 2026-12-01
     """
     from engine.clock import utcnow
+    from engine.errors import NudgeError
     from engine.planning.timeparse import parse_instant
-    from engine.stats import shop_stats
+    from engine.stats import shop_report
 
+    def instant(option: str, value: str):
+        try:
+            return parse_instant(value, store.settings.tz)
+        except NudgeError as exc:
+            raise NudgeError(str(exc).replace("--at", option, 1)) from None
+
+    if at and until:
+        raise fail("--at and --until are the same instant: give one of them")
     store = open_project_store()
     try:
-        as_of = parse_instant(at, store.settings.tz) if at else utcnow()
+        as_of = instant("--until", until) if until else instant("--at", at) if at else utcnow()
+        start = instant("--since", since) if since else None
         with store.read() as connection:
-            result = shop_stats(connection, store.settings, as_of)
+            result = shop_report(connection, store.settings, since=start, until=as_of)
     finally:
         store.dispose()
     if as_json:
         print_json(result)
     else:
-        from engine.stats import currency_note
+        from engine.stats import currency_note, render_report
 
         _print_kpis(result, store.settings.tz)
+        typer.echo(render_report(result, store.settings.tz))
         typer.echo(f"\n{currency_note(result['currency'])}")
 
 
@@ -776,6 +804,50 @@ def dispatch(
 
     with _delivery_store() as store:
         run_dispatcher(store, once=once, at=_delivery_now(at) if at else None, on_pass=show)
+
+
+@app.command()
+def report(
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Decisions from this instant (ISO 8601; shop time zone when no offset). "
+            "Default: 30 days before --until.",
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            help="Decisions before this instant; purchases, refunds and sends at or before "
+            "it (ISO 8601). Default: now.",
+        ),
+    ] = None,
+    rule: Annotated[
+        list[str] | None, typer.Option("--rule", "-r", help="Only this rule (repeatable).")
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Per rule and variant: audience, delivered, conversions, revenue, coupon and send
+    costs, lift against the holdout with a verdict, incremental revenue and ROI.
+
+    Example: nudge report --since 2026-11-01 --rule winback-lapsed-members
+    """
+    from engine.measurement.report import build_report, option_instant, render_report
+
+    with _delivery_store() as store:
+        tz = store.settings.tz
+        result = build_report(
+            store,
+            since=option_instant("--since", since, tz),
+            until=option_instant("--until", until, tz),
+            rule_ids=rule,
+        )
+    if json_output:
+        print_json(result.as_dict(tz))
+    else:
+        typer.echo(render_report(result, tz))
 
 
 @app.command()

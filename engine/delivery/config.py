@@ -48,7 +48,7 @@ from __future__ import annotations
 import difflib
 import re
 from datetime import time, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -192,6 +192,9 @@ class DeliveryConfig(_Model):
     webhook: HttpBackendConfig = HttpBackendConfig(backend="http", folder="outbox/webhook")
     webhooks: dict[str, EndpointConfig] = Field(default_factory=dict)
     audiences: AudiencesConfig = AudiencesConfig()
+    # Cost of one send per channel in the shop currency, for ROI in `nudge report`
+    # (engine/measurement/report.py validates it and names a bad key).
+    costs: dict[str, Any] = Field(default_factory=dict)
 
     _check = field_validator("lease", "recheck")(_duration)
 

@@ -355,6 +355,25 @@ class Experiment(_Model):
         return value
 
 
+DEFAULT_ATTRIBUTION_WINDOW = timedelta(days=7)
+
+
+class Attribution(_Model):
+    """How `nudge report` credits purchases to this rule's actions."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"window": "3d"}]})
+
+    window: Duration = Field(
+        default=DEFAULT_ATTRIBUTION_WINDOW,
+        description=(
+            "A purchase is a conversion of this rule when it comes after the action was "
+            "delivered (for a held-out user: after the decision) and at most this long "
+            "after it. Default 7d. A redeemed coupon of the rule counts whatever the window."
+        ),
+        json_schema_extra={"default": "7d"},
+    )
+
+
 class RuleFile(_Model):
     """A rule file, `rules/<id>.yaml`: trigger + conditions + actions + delivery controls."""
 
@@ -407,6 +426,10 @@ class RuleFile(_Model):
     send_window: SendWindow | None = None
     caps: Caps | None = None
     experiment: Experiment | None = None
+    attribution: Attribution | None = Field(
+        default=None,
+        description="How `nudge report` credits purchases to this rule: {window: 3d}.",
+    )
     actions: dict[str, dict[str, Any]] = Field(
         min_length=1, description="What the rule does: action kind -> its parameters."
     )
