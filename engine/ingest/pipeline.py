@@ -1,5 +1,7 @@
 """The ingest pipeline: open inputs -> read records -> validate -> write in batches.
 
+Three kinds of file: users, events and ad spend (docs/ingest.md).
+
 Bad rows become rejects (file:line + reason) and never stop the good ones; a file
 that cannot be read at all is an `IngestError` raised before anything is written.
 Batches are committed one transaction each, so memory stays flat and an interrupted
@@ -20,14 +22,22 @@ from engine.config import Settings
 from engine.errors import IngestError
 from engine.ingest.money import ShopCurrency
 from engine.ingest.readers import Record, Source, iter_sources, raw_text
-from engine.ingest.records import EVENT_TIME_KEYS, EVENT_USER_KEYS, event_row, user_row
+from engine.ingest.records import (
+    EVENT_TIME_KEYS,
+    EVENT_USER_KEYS,
+    SPEND_KEYS,
+    SPEND_REQUIRED,
+    event_row,
+    spend_row,
+    user_row,
+)
 from engine.ingest.report import FileReport, IngestReport, Reject, RejectsWriter
 from engine.ingest.values import RowError
 from engine.ingest.writers import BatchWriter
 from engine.store.changes import signal_change
 from engine.store.database import Store
 
-KINDS = ("users", "events")
+KINDS = ("users", "events", "spend")
 # Large enough that per-batch statements (profile refresh, bare users) are amortised,
 # small enough that a batch of parsed rows stays a few tens of MB.
 BATCH_SIZE = 20_000
@@ -43,17 +53,17 @@ def ingest_files(
     require_users: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> IngestReport:
-    """Ingest users and events files ("-" is stdin) and return what happened.
+    """Ingest users, events and ad spend files ("-" is stdin); return what happened.
 
-    `now` stamps users.updated_at and events.ingested_at. `kind` forces "users" or
-    "events" instead of detecting it from the columns. Rejected rows go to
-    `rejects_path`, or to `<input>.rejects.jsonl` next to each input
-    (`stdin.rejects.jsonl` in the working directory for stdin). `progress` is called
-    with the number of rows processed since its previous call.
+    `now` stamps users.updated_at, events.ingested_at and ad_spend.ingested_at.
+    `kind` forces "users", "events" or "spend" instead of detecting it from the
+    columns. Rejected rows go to `rejects_path`, or to `<input>.rejects.jsonl` next
+    to each input (`stdin.rejects.jsonl` in the working directory for stdin).
+    `progress` is called with the number of rows processed since its previous call.
     """
     ensure_aware(now)
     if kind is not None and kind not in KINDS:
-        raise IngestError(f"unknown kind {kind!r}: use users or events")
+        raise IngestError(f"unknown kind {kind!r}: use users, events or spend")
     if not paths:
         raise IngestError("no input files given")
     sources = iter_sources(paths)
@@ -107,10 +117,13 @@ def _kind_of(source: Source, forced: str | None) -> str:
         kind = "events"
     elif "id" in keys:
         kind = "users"
+    elif "cost" in keys:
+        kind = "spend"
     else:
         raise IngestError(
-            f"{source.name}: cannot tell whether it holds users or events: users need an "
-            "'id' column, events need 'user', 'type' and 'at' (or pass --kind)"
+            f"{source.name}: cannot tell whether it holds users, events or ad spend: users "
+            "need an 'id' column, events need 'user', 'type' and 'at', spend needs 'date', "
+            "'channel' and 'cost' (or pass --kind)"
         )
     if source.header is not None:
         _check_columns(source, kind)
@@ -120,7 +133,16 @@ def _kind_of(source: Source, forced: str | None) -> str:
 def _check_columns(source: Source, kind: str) -> None:
     """A CSV without a required column would reject every row: say it once instead."""
     header = set(source.header or ())
-    if kind == "users":
+    if kind == "spend":
+        unknown = [name for name in source.header or () if name not in SPEND_KEYS]
+        if unknown:
+            raise IngestError(
+                f"{source.name}: unknown spend column(s) "
+                f"{', '.join(repr(name) for name in unknown)}: spend files have "
+                f"{', '.join(SPEND_KEYS)}"
+            )
+        required = [(name,) for name in SPEND_REQUIRED]
+    elif kind == "users":
         required = [("id",)]
     else:
         required = [EVENT_USER_KEYS, ("type",), EVENT_TIME_KEYS]
@@ -144,6 +166,10 @@ def _batches(source: Source, kind: str, settings: Settings) -> Iterator[_Batch]:
     zone = settings.tz
     shop_currency = ShopCurrency.of(settings)
     name = source.name
+    # Spend: where each (date, channel, campaign) was first given in this file. A key
+    # given twice is a reject, never a silent "last row wins" (or a sum that a
+    # re-import, which replaces, would not reproduce).
+    spend_keys: dict[tuple, int] = {}
     batch = _Batch()
     for record in source.records():
         batch.rows_read += 1
@@ -153,6 +179,9 @@ def _batches(source: Source, kind: str, settings: Settings) -> Iterator[_Batch]:
         try:
             if kind == "users":
                 row = user_row(record.data, zone)
+            elif kind == "spend":
+                row = spend_row(record.data, shop_currency)
+                _first_of_key(spend_keys, row, record.line)
             else:
                 row = event_row(record.data, zone, shop_currency)
         except RowError as exc:
@@ -164,6 +193,17 @@ def _batches(source: Source, kind: str, settings: Settings) -> Iterator[_Batch]:
             yield batch
             batch = _Batch()
     yield batch
+
+
+def _first_of_key(seen: dict[tuple, int], row: dict, line: int) -> None:
+    key = (row["date"], row["channel"], row["campaign"])
+    first = seen.setdefault(key, line)
+    if first != line:
+        campaign = f"campaign {row['campaign']!r}" if row["campaign"] else "no campaign"
+        raise RowError(
+            f"{row['date']} / {row['channel']!r} / {campaign} is already given on line "
+            f"{first}: one row per date, channel and campaign"
+        )
 
 
 def _prefetched(items: Iterator[_Batch], depth: int = 1) -> Iterator[_Batch]:
@@ -241,6 +281,8 @@ class _FileRun:
             with connection.begin():
                 if kind == "users":
                     self.report.users_upserted += self.writer.write_users(batch.rows)
+                elif kind == "spend":
+                    self.report.spend_upserted += self.writer.write_spend(batch.rows)
                 else:
                     result = self.writer.write_events(batch.rows, require_users=require_users)
                     self.report.events_inserted += result.inserted
@@ -257,8 +299,9 @@ class _FileRun:
                             for row, record in zip(batch.rows, batch.records, strict=True)
                             if row["user_id"] in result.unknown_users
                         ]
-                # Wakes the daemons: new data may give rules something to do.
-                signal_change(connection)
+                if kind != "spend":  # no rule reads ad spend
+                    # Wakes the daemons: new data may give rules something to do.
+                    signal_change(connection)
         # Rejects are written after the batch commits and in line order, so the rejects
         # file lists exactly the rows that are not in the store.
         for reject in sorted(rejects, key=lambda r: r.line):

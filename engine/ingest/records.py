@@ -1,9 +1,9 @@
 """Row validation: one input record (a dict of column -> value) -> one stored row.
 
-`user_row` and `event_row` either return the row to write or raise `RowError` with
-the reject reason. CSV cells arrive as strings and JSON values as JSON types; both
-go through the same parsers so that a CSV and a JSONL export of the same data store
-the same rows (and, for events, the same content hash).
+`user_row`, `event_row` and `spend_row` either return the row to write or raise
+`RowError` with the reject reason. CSV cells arrive as strings and JSON values as JSON
+types; both go through the same parsers so that a CSV and a JSONL export of the same
+data store the same rows (and, for events, the same content hash).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping
+from datetime import date
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +22,7 @@ import orjson
 from engine.ingest import values
 from engine.ingest.money import ShopCurrency
 from engine.ingest.values import RowError
+from engine.store.marketing import AdSpend
 from engine.store.people import Event, User
 
 # Maximum lengths come from the tables, so a value that would fail on PostgreSQL's
@@ -28,6 +30,9 @@ from engine.store.people import Event, User
 _USER_LENGTHS = {c.name: c.type.length for c in User.__table__.c if getattr(c.type, "length", None)}
 _EVENT_LENGTHS = {
     c.name: c.type.length for c in Event.__table__.c if getattr(c.type, "length", None)
+}
+_SPEND_LENGTHS = {
+    c.name: c.type.length for c in AdSpend.__table__.c if getattr(c.type, "length", None)
 }
 TAG_LENGTH = 64
 
@@ -67,6 +72,11 @@ EVENT_KEYS = frozenset(
         "properties",
     }
 )
+
+# Spend files: every column is named here; any other one is an error (a misspelt
+# `campaign` would otherwise merge campaigns into one replaced row).
+SPEND_KEYS = ("date", "channel", "campaign", "cost", "currency")
+SPEND_REQUIRED = ("date", "channel", "cost")
 
 
 def is_blank(value: Any) -> bool:
@@ -264,3 +274,49 @@ def _json_object(value: Any, field: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise RowError(f"{field} must be a JSON object")
     return value
+
+
+def spend_row(record: Mapping[str, Any], shop_currency: ShopCurrency) -> dict[str, Any]:
+    """Validate an ad spend record: one campaign of one channel on one shop-local day.
+
+    The cost is stored in the shop currency, converted like event amounts (a currency
+    without a rate rejects the row); what the file said is kept in original_cost /
+    original_currency. A blank campaign is stored as '' (the channel's spend not split
+    by campaign).
+    """
+    unknown = [key for key in record if key not in SPEND_KEYS]
+    if unknown:
+        raise RowError(f"unknown field {unknown[0]!r}: spend rows have {', '.join(SPEND_KEYS)}")
+    data = {key: value for key, value in record.items() if not is_blank(value)}
+    for key in SPEND_REQUIRED:
+        if key not in data:
+            raise RowError(f"missing required field {key!r}")
+    campaign = data.get("campaign", "")
+    row: dict[str, Any] = {
+        "date": _calendar_day(data["date"]),
+        "channel": values.text(data["channel"], "channel", _SPEND_LENGTHS["channel"]),
+        "campaign": values.text(campaign, "campaign", _SPEND_LENGTHS["campaign"]),
+        "original_cost": None,
+        "original_currency": None,
+    }
+    cost = values.amount(data["cost"], "cost")
+    currency = values.currency(data["currency"]) if "currency" in data else None
+    if currency is None or currency == shop_currency.code:
+        row["cost"] = cost
+    else:
+        row["cost"] = shop_currency.convert(cost, currency)
+        row["original_cost"], row["original_currency"] = cost, currency
+    row["currency"] = shop_currency.code
+    return row
+
+
+def _calendar_day(value: Any) -> date:
+    """A calendar day, YYYY-MM-DD: spend is reported per shop-local day, not per instant."""
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) == 10:
+            try:
+                return date.fromisoformat(text)
+            except ValueError:
+                pass
+    raise RowError(f"date must be a calendar day YYYY-MM-DD, got {values.shown(value)}")

@@ -51,6 +51,8 @@ class IngestReport:
     users_created: int = 0
     events_inserted: int = 0
     duplicates_skipped: int = 0
+    # Ad spend rows written: new (date, channel, campaign) keys and replaced ones.
+    spend_upserted: int = 0
     rejected: list[Reject] = field(default_factory=list)
     rejected_count: int = 0
     rejects_paths: list[str] = field(default_factory=list)
@@ -74,6 +76,7 @@ class IngestReport:
             "users_created": self.users_created,
             "events_inserted": self.events_inserted,
             "duplicates_skipped": self.duplicates_skipped,
+            "spend_upserted": self.spend_upserted,
             "coupons": dict(self.coupons),
             "rejected_count": self.rejected_count,
             "rejected": [r.as_dict() for r in self.rejected],

@@ -4,7 +4,7 @@ SQLite gets Core `executemany` (one prepared statement, many parameter sets); Po
 gets COPY into TEMP staging tables followed by one INSERT ... SELECT, the fastest path
 psycopg 3 offers. Either way every statement after the load is set-based: bare users
 for unknown ids, upserts, the unsubscribe update and the profile refresh each run once
-per batch, never once per row.
+per batch, never once per row. Ad spend rows are upserted the same two ways.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
+from engine.store.marketing import AdSpend
 from engine.store.people import Event, User, UserTag
 from engine.store.profiles import refresh_profiles
 from engine.store.types import JsonDocument, UTCDateTime
@@ -26,6 +27,7 @@ from engine.store.types import JsonDocument, UTCDateTime
 users = User.__table__
 user_tags = UserTag.__table__
 events = Event.__table__
+ad_spend = AdSpend.__table__
 
 # Columns a batch of events carries, in COPY order (id is generated, ingested_at added).
 EVENT_COLUMNS = (
@@ -64,6 +66,17 @@ USER_COLUMNS = (
     "unsubscribed_at",
     "has_tags",
 )
+SPEND_COLUMNS = (
+    "date",
+    "channel",
+    "campaign",
+    "cost",
+    "currency",
+    "original_cost",
+    "original_currency",
+    "ingested_at",
+)
+SPEND_KEY = ("date", "channel", "campaign")
 CONSENT_COLUMNS = ("email_opt_in", "sms_opt_in", "ads_opt_in")
 USER_TEXT_COLUMNS = ("email", "phone", "name", "country", "timezone", "locale", "member_tier")
 
@@ -101,7 +114,13 @@ staged_events = sa.Table(
     *(sa.Column(c.name, c.type) for c in events.c if c.name in EVENT_COLUMNS),
     **_temp_options,
 )
-TEMP_TABLES = (batch_users, staged_users, staged_events)
+staged_spend = sa.Table(
+    "nudge_ingest_spend",
+    _temp,
+    *(sa.Column(c.name, c.type) for c in ad_spend.c),
+    **_temp_options,
+)
+TEMP_TABLES = (batch_users, staged_users, staged_events, staged_spend)
 
 
 @dataclass
@@ -318,6 +337,31 @@ class BatchWriter:
             .values(unsubscribed_at=latest, updated_at=sa.literal(self.now, UTCDateTime))
         )
 
+    # -- ad spend
+
+    def write_spend(self, rows: list[dict[str, Any]]) -> int:
+        """Upsert a batch of spend rows: a (date, channel, campaign) already stored is
+        replaced (its cost, currencies and ingested_at). Keys are unique in a batch
+        (the pipeline rejects a key given twice in a file)."""
+        if not rows:
+            return 0
+        for row in rows:
+            row["ingested_at"] = self.now
+        if not self.is_postgres:
+            statement = sqlite.insert(ad_spend)
+            statement = statement.on_conflict_do_update(
+                index_elements=list(SPEND_KEY), set_=_replaced(statement)
+            )
+            self.connection.execute(statement, rows)
+            return len(rows)
+        self._copy(staged_spend, SPEND_COLUMNS, rows)
+        source = sa.select(*(staged_spend.c[name] for name in SPEND_COLUMNS))
+        statement = postgresql.insert(ad_spend).from_select(list(SPEND_COLUMNS), source)
+        statement = statement.on_conflict_do_update(
+            index_elements=list(SPEND_KEY), set_=_replaced(statement)
+        )
+        return self._count(statement)
+
     # -- loading helpers
 
     def _count(self, statement: sa.Executable, rows: list[dict[str, Any]] | None = None) -> int:
@@ -352,6 +396,11 @@ class BatchWriter:
             else:
                 for row in rows:
                     write([row[c] for c in columns])
+
+
+def _replaced(statement) -> dict[str, Any]:
+    """ON CONFLICT DO UPDATE: the spend row of the import replaces the stored one."""
+    return {name: statement.excluded[name] for name in SPEND_COLUMNS if name not in SPEND_KEY}
 
 
 def _index_order(row: dict[str, Any]) -> tuple[str, str, datetime]:

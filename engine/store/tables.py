@@ -11,6 +11,7 @@ from engine.store.delivery import (
     DeliveryAttempt,
     UnsubscribeToken,
 )
+from engine.store.marketing import AdSpend
 from engine.store.people import (
     Event,
     LifecycleMark,
@@ -31,6 +32,7 @@ from engine.store.planning import (
 metadata = SQLModel.metadata
 
 __all__ = [
+    "AdSpend",
     "AudienceMember",
     "AudienceSync",
     "AudienceSyncedMember",

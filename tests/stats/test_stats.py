@@ -96,6 +96,20 @@ def test_stats_command_prints_tables_in_the_shop_currency(shop):
         "vip             1      14.3%  1       1       1,000.00 CNY  1,000.00 CNY\n"
         "lapsed_member   1      14.3%  1       1       80.00 CNY     80.00 CNY\n"
         "churned         0      0.0%   0       0       0.00 CNY      -\n"
+        # New sections (no --since: the period is everything before T; see
+        # tests/measurement/test_kpis.py for the period sections).
+        "\n"
+        "Cohorts by first-purchase month (LTV: GMV per buyer to date)\n"
+        "cohort   size  GMV           LTV         M0      M1    M2    M3    M4\n"
+        "-------  ----  ------------  ----------  ------  ----  ----  ----  ----\n"
+        "2025-11  1     80.00 CNY     80.00 CNY   100.0%  0.0%  0.0%  0.0%  0.0%\n"
+        "2026-02  3     1,550.50 CNY  516.83 CNY  100.0%  0.0%\n"
+        "\n"
+        "Click-through\n"
+        "channel            delivered  clicks  CTR\n"
+        "-----------------  ---------  ------  ---\n"
+        "email (sent)       0          0       -\n"
+        "ads (impressions)  0          0       -\n"
         "\n"
         "Money in CNY, the shop currency: amounts in other currencies are converted at "
         "ingest ([currency] rates in nudge.toml).\n"
@@ -109,6 +123,12 @@ def test_stats_json(shop):
     assert data["gmv"] == "1630.50"
     assert data["as_of"] == "2026-03-01 04:00:00+00:00"
     assert data["stages"][4]["orders"] == 2
+    # New keys beside today's: the period (here everything before T), cohorts, CTR, spend.
+    assert (data["since"], data["until"]) == (None, data["as_of"])
+    assert data["period"]["gmv"] == "1630.50"
+    assert [row["cohort"] for row in data["cohorts"]] == ["2025-11", "2026-02"]
+    assert data["ctr"]["email"] == {"sent": 0, "clicks": 0, "ctr": None}
+    assert (data["spend"]["rows"], data["spend"]["cac"], data["spend"]["roas"]) == (0, None, None)
 
 
 def test_stats_rejects_a_bad_time(shop):

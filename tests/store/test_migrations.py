@@ -35,6 +35,6 @@ def test_commands_refuse_a_database_without_schema(tmp_path, monkeypatch):
     )
     result = CliRunner().invoke(app, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert result.output == "schema upgraded from empty to 0003\n"
+    assert result.output == "schema upgraded from empty to 0004\n"
     result = CliRunner().invoke(app, ["db", "upgrade"])
-    assert result.output == "schema already at revision 0003\n"
+    assert result.output == "schema already at revision 0004\n"
