@@ -149,7 +149,9 @@ class _Daemon:
         from engine.store import daemons
 
         with self.store.begin() as connection:
-            self.daemon_id = daemons.register(connection, clock.utcnow())
+            self.daemon_id = daemons.register(
+                connection, clock.utcnow(), tick_seconds=self.tick_seconds
+            )
         self.log.emit("start", f"daemon {self.daemon_id} started", daemon=self.daemon_id)
         try:
             if once:
@@ -186,23 +188,37 @@ class _Daemon:
                     wait, reason = until_slot + 0.05, "schedule"
                 else:
                     reason = "timer"
-                if watcher.wait(wait, self.stop):
+                if self._wait(watcher, wait):
                     reason = "new data"
         finally:
+            # However the loop ends, the dispatcher thread must end with it.
+            self.stop.set()
             watcher.close()
             if dispatcher is not None and dispatcher.is_alive():
                 dispatcher.join()
+
+    def _wait(self, watcher, seconds: float) -> bool:
+        """Wait for new data; a lost database connection degrades to a plain timer."""
+        try:
+            return watcher.wait(seconds, self.stop)
+        except Exception as exc:  # noqa: BLE001 - the database may be restarting
+            self.log.emit("error", f"change watch failed: {exc!r}; retrying", error=repr(exc))
+            watcher.reset()
+            self.stop.wait(min(seconds, self.store.settings.daemon.poll_seconds * 5))
+            return False
 
     def _tick(self, reason: str) -> None:
         from engine.store import daemons
 
         now = clock.utcnow()
         changed_since = None
-        if self.swept_at is not None and now - self.swept_at < FULL_SWEEP_EVERY:
+        sweeping = self.swept_at is None or now - self.swept_at >= FULL_SWEEP_EVERY
+        if not sweeping and self.ticked_at is not None:
             changed_since = self.ticked_at - CHANGE_LAG
-        else:
-            self.swept_at = now
         evaluation = tick(self.store, self.cache, now, changed_since)
+        # Only a tick that completed moves the marks: a failed one is done again whole.
+        if changed_since is None:
+            self.swept_at = now
         self.ticked_at = now
         self.log.tick(evaluation, reason=reason)
         with self.store.begin() as connection:

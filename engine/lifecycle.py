@@ -322,6 +322,10 @@ def refresh_stages(connection: Connection, settings: Settings, now: datetime) ->
         # BEGIN IMMEDIATE already serialises writers.
         connection.exec_driver_sql("LOCK TABLE stage_memberships IN SHARE ROW EXCLUSIVE MODE")
     mark = _read_mark(connection)
+    if mark is not None and mark.as_of > now:
+        # Another daemon refreshed to a later instant while this one waited for the
+        # lock: refreshing to an earlier `now` would rewrite history backwards.
+        return StageRefresh(now=now)
     fingerprint = _settings_hash(settings.lifecycle)
     incremental = mark is not None and mark.settings_hash == fingerprint and mark.as_of <= now
     dirty = _snapshot_dirty(connection)
@@ -467,7 +471,8 @@ def _snapshot_dirty(connection: Connection) -> sa.Table:
     table.create(connection)
     flagged = sa.select(users_table.c.id).where(users_table.c.stage_dirty.is_(True))
     if connection.dialect.name == "postgresql":
-        flagged = flagged.with_for_update()
+        # In id order, as ingest locks them (engine/store/profiles.py): no deadlock.
+        flagged = flagged.order_by(users_table.c.id).with_for_update()
     connection.execute(table.insert().from_select(["id"], flagged))
     return table
 

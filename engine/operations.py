@@ -40,10 +40,11 @@ def operations(store: Store, ruleset, *, now: datetime) -> Operations:
     from engine.triggers.schedule import next_fire_times
 
     settings = store.settings
-    stale_after = timedelta(seconds=STALE_TICKS * settings.daemon.tick_seconds)
     report = Operations()
     with store.read() as connection:
         for row in daemon_rows.recent(connection, since=now - RECENT):
+            # Three of its own ticks, plus a minute for a long evaluation.
+            stale_after = timedelta(seconds=STALE_TICKS * row["tick_seconds"] + 60)
             alive = row["stopped_at"] is None and row["heartbeat_at"] >= now - stale_after
             state = "running" if alive else ("stopped" if row["stopped_at"] else "gone")
             report.daemons.append({**row, "state": state})

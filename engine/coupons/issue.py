@@ -27,14 +27,15 @@ MAX_COLLISION_ROUNDS = 5
 
 
 def expiry(issued_at: datetime, expires_in: str, zone: ZoneInfo) -> datetime:
-    """The last second of the local day `expires_in` after issue.
+    """The last instant of the local day `expires_in` after issue.
 
     Messages print the expiry as a day in the user's time zone ("valid until 14
     November"); a code issued at 10:00 must then still work that evening, so it lasts
     to the end of that day in the same zone the message printed it in.
     """
     last_day = (issued_at + parse_duration(expires_in)).astimezone(zone).date()
-    return day_end(last_day, zone) - timedelta(seconds=1)
+    # The last instant of that day (a purchase at 23:59:59.5 is still in time).
+    return day_end(last_day, zone) - timedelta(microseconds=1)
 
 
 def _row(

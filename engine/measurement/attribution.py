@@ -211,8 +211,9 @@ def conversions_query(
 
     Columns: event_id, user_id, order_id, purchased_at, amount, refunded,
     decision_id, rule_id, variant, outcome, decided_at, exposure_at, window_seconds,
-    via (`coupon` or `window`) and revenue (amount - refunded, at least 0). `rule_ids` narrows the result, never the competition:
-    a purchase goes to the same exposure whichever rules are reported. With
+    via (`coupon` or `window`) and revenue (amount - refunded, at least 0). `rule_ids`
+    narrows the result, never the competition: a purchase goes to the same exposure
+    whichever rules are reported. With
     `period_only=False` the decisions exposed up to one window before `since`, which
     compete for the period's purchases, are kept too.
     """

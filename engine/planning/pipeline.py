@@ -244,18 +244,26 @@ def _record_missed(connection, spec: PlanSpec, tctx: TriggerContext, mode: str) 
 
 
 def prune_runs(connection, *, before: datetime) -> int:
-    """Delete runs older than `before` that decided nothing (and are not a rule's latest).
+    """Delete runs older than `before` that decided nothing.
 
-    The latest run of each rule stays: it is a schedule rule's last claimed slot.
+    Kept whatever their age: each rule's latest run (a schedule rule's last claimed
+    slot) and the latest completed run of each rule content (a stage rule's watermark:
+    without it the rule would sweep its whole stage again).
     """
     latest = sa.select(sa.func.max(runs.c.id)).group_by(runs.c.rule_id)
+    watermarks = (
+        sa.select(sa.func.max(runs.c.id))
+        .where(runs.c.status == "done")
+        .group_by(runs.c.rule_id, runs.c.rule_hash)
+    )
     decided = sa.exists().where(decisions.c.run_id == runs.c.id)
     return connection.execute(
         runs.delete().where(
             runs.c.at < before,
-            runs.c.status.in_(("done", "missed")),
+            runs.c.status.in_(("done", "missed", "failed")),
             ~decided,
             runs.c.id.not_in(latest.scalar_subquery()),
+            runs.c.id.not_in(watermarks.scalar_subquery()),
         )
     ).rowcount
 

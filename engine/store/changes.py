@@ -10,6 +10,7 @@ quiet timeout, in case a notification was lost with a dropped connection).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import sqlalchemy as sa
@@ -59,8 +60,17 @@ class ChangeWatcher:
 
     def close(self) -> None:
         if self._listener is not None:
-            self._listener.close()
+            with contextlib.suppress(Exception):  # already broken: nothing to close
+                self._listener.close()
             self._listener = None
+
+    def reset(self) -> None:
+        """After an error: drop the LISTEN connection and listen again when possible;
+        until then the counter is polled."""
+        self.close()
+        if self.store.engine.dialect.name == "postgresql":
+            with contextlib.suppress(Exception):
+                self._listen()
 
     def wait(self, timeout: float, stop: threading.Event) -> bool:
         """True as soon as new data is committed; False on timeout or stop."""

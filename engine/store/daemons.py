@@ -19,7 +19,7 @@ from engine.store.planning import DaemonProcess
 daemons = DaemonProcess.__table__
 
 
-def register(connection: Connection, now: datetime) -> str:
+def register(connection: Connection, now: datetime, *, tick_seconds: float) -> str:
     daemon_id = str(uuid.uuid4())
     connection.execute(
         daemons.insert().values(
@@ -28,6 +28,7 @@ def register(connection: Connection, now: datetime) -> str:
             pid=os.getpid(),
             started_at=now,
             heartbeat_at=now,
+            tick_seconds=tick_seconds,
         )
     )
     return daemon_id

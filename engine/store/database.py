@@ -166,7 +166,15 @@ def _sqlite_engine(url: str) -> Engine:
 
 
 def _postgres_engine(url) -> Engine:
-    engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # Sessions in UTC: `timestamptz + interval` adds calendar days in the session's
+    # zone, so a server set to Europe/Berlin would make "3 days" 71 hours across DST.
+    engine = create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        connect_args={"options": "-c timezone=UTC"},
+    )
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):

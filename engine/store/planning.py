@@ -159,3 +159,6 @@ class DaemonProcess(SQLModel, table=True):
     started_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     heartbeat_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     stopped_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # Its own tick (`--tick-seconds` may differ from nudge.toml): `nudge status` calls a
+    # daemon gone after three of them without a heartbeat.
+    tick_seconds: float = Field(default=60.0)

@@ -117,6 +117,14 @@ def refresh_profiles(
     dirty = users.update().values(stage_dirty=True)
     if user_ids is not None:
         dirty = dirty.where(users.c.id.in_(user_ids))
+        if connection.dialect.name == "postgresql":
+            # Lock in id order, as the stage refresh does, so the two never deadlock.
+            connection.execute(
+                sa.select(users.c.id)
+                .where(users.c.id.in_(user_ids))
+                .order_by(users.c.id)
+                .with_for_update()
+            ).all()
     # Unconditionally, not only where the flag is off: on PostgreSQL a stage refresh
     # in progress holds the rows it is about to clear, and this write must wait for it
     # and flag the user again afterwards (engine/lifecycle.py `_snapshot_dirty`).

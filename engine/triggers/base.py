@@ -75,8 +75,10 @@ def key_text(prefix: str, column: sa.ColumnElement) -> sa.ColumnElement[str]:
 
 
 def instant_slot(at: datetime) -> str:
-    """Slot of an evaluation at T for triggers that are not scheduled: T to the second."""
-    return at.astimezone(UTC).isoformat(timespec="seconds")
+    """Slot of an evaluation at T for triggers that are not scheduled: T to the
+    microsecond, so two wake-ups within one second both evaluate (decisions are unique
+    per occurrence anyway; the slot only stops two daemons running the same instant)."""
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def no_event() -> sa.ColumnElement:

@@ -69,9 +69,9 @@ def test_issued_once_per_action_by_delivery(store):
     )
     # Valid through the whole last day in the user's zone (the shop's, Asia/Shanghai,
     # here): the email says "valid until 25 November", so it works that evening too.
-    assert first["expires_at"] == datetime(2026, 11, 25, 15, 59, 59, tzinfo=UTC)
+    assert first["expires_at"] == datetime(2026, 11, 25, 15, 59, 59, 999999, tzinfo=UTC)
     assert second["percent_off"] == 15 and second["code"].startswith("VIP-")
-    assert second["expires_at"] == datetime(2026, 12, 11, 15, 59, 59, tzinfo=UTC)
+    assert second["expires_at"] == datetime(2026, 12, 11, 15, 59, 59, 999999, tzinfo=UTC)
     # A retry of an already-issued action finds the same code.
     from engine.coupons.issue import issue_coupons
     from engine.delivery.context import PlannedAction
@@ -160,7 +160,7 @@ def test_redemption_outcomes(store):
         "o3": ("foreign", "the code was issued to another shopper's account"),
         "o4": (
             "expired",
-            "the code expired at 2026-11-12 23:59:59 Asia/Shanghai; "
+            "the code expired at 2026-11-12 23:59:59.999999 Asia/Shanghai; "
             "the order was placed at 2026-11-13 10:00:00 Asia/Shanghai",
         ),
         "o5": ("unknown", "no coupon has the code NOPE-0000-0000"),
@@ -184,7 +184,7 @@ def test_export_csv(store):
         "code,user_id,rule_id,value,percent_off,currency,min_order,issued_at,expires_at,"
         "redeemed_at,redeemed_order_id,voided_at,void_reason"
     )
-    expires = "2026-11-18T15:59:59+00:00"  # the end of the last day in Shanghai
+    expires = "2026-11-18T15:59:59.999999+00:00"  # the end of the last day in Shanghai
     assert line == f"{code},u1,winback,20.00,,CNY,,{T0.isoformat()},{expires},,,,"
 
 
@@ -236,7 +236,7 @@ def test_a_code_is_valid_up_to_and_including_its_expiry_instant(store):
     plan(store, "coupon", "u2", {"value": 20, "expires_in": "7d"})
     dispatch_until_idle(store, now=T0, worker_id="w", channels=ChannelSet())
     first, second = (c["code"] for c in coupons_of(store))
-    expiry = datetime(2026, 11, 18, 15, 59, 59, tzinfo=UTC)  # 23:59:59 in Shanghai
+    expiry = datetime(2026, 11, 18, 15, 59, 59, 999999, tzinfo=UTC)  # the day's last instant
     purchase(store, "u1", first, expiry, 1)
     purchase(store, "u2", second, expiry + timedelta(microseconds=1), 2)
 
@@ -246,8 +246,8 @@ def test_a_code_is_valid_up_to_and_including_its_expiry_instant(store):
         "o1": ("redeemed", None),
         "o2": (
             "expired",
-            "the code expired at 2026-11-18 23:59:59 Asia/Shanghai; "
-            "the order was placed at 2026-11-18 23:59:59.000001 Asia/Shanghai",
+            "the code expired at 2026-11-18 23:59:59.999999 Asia/Shanghai; "
+            "the order was placed at 2026-11-19 00:00:00 Asia/Shanghai",
         ),
     }
 
@@ -420,4 +420,6 @@ def test_a_code_lasts_to_the_end_of_the_day_in_the_users_own_zone(store):
     plan(store, "coupon", "ny", {"value": 20, "expires_in": "7d"})
     dispatch_until_idle(store, now=T0, worker_id="w", channels=ChannelSet())
     # T0 is 21:00 on 10 November in New York; seven days later is the 17th there.
-    assert coupons_of(store)[0]["expires_at"] == datetime(2026, 11, 18, 4, 59, 59, tzinfo=UTC)
+    assert coupons_of(store)[0]["expires_at"] == datetime(
+        2026, 11, 18, 4, 59, 59, 999999, tzinfo=UTC
+    )

@@ -58,6 +58,7 @@ def upgrade() -> None:
         sa.Column("started_at", engine.store.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("heartbeat_at", engine.store.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("stopped_at", engine.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("tick_seconds", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     # What the daemon reads every tick: a rule's latest runs (watermark, last slot).
