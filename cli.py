@@ -142,11 +142,16 @@ REJECTS_SHOWN = 20
 def ingest(
     files: Annotated[
         list[str],
-        typer.Argument(help="CSV or JSONL files of users/events; - is stdin.", metavar="FILE..."),
+        typer.Argument(
+            help="CSV or JSONL files of users, events or ad spend; - is stdin.", metavar="FILE..."
+        ),
     ],
     kind: Annotated[
         str | None,
-        typer.Option(help="users or events; default: detected (events have a type column)."),
+        typer.Option(
+            help="users, events or spend; default: detected (events have a type column, "
+            "spend a cost column)."
+        ),
     ] = None,
     rejects: Annotated[
         Path | None,
@@ -196,6 +201,7 @@ def ingest(
             f"{report.users_upserted} users upserted, {report.users_created} users created "
             f"by events, {report.events_inserted} events stored, "
             f"{report.duplicates_skipped} duplicates skipped, {report.rejected_count} rejected"
+            + (f", {report.spend_upserted} spend rows stored" if report.spend_upserted else "")
         )
         if report.coupons:
             counts = ", ".join(f"{outcome} {n}" for outcome, n in sorted(report.coupons.items()))
