@@ -52,8 +52,15 @@ class RuleCache:
 
     last_good: dict[str, CompiledRule] = field(default_factory=dict)
     current: RuleSet | None = None
+    # What the files looked like when `current` was loaded: an idle tick stats the
+    # folder instead of parsing every YAML file again.
+    fingerprint: tuple | None = None
 
     def refresh(self, settings: Settings) -> RuleSet:
+        fingerprint = _folder_fingerprint(settings.rules_dir)
+        if self.current is not None and fingerprint == self.fingerprint:
+            return self.current
+        self.fingerprint = fingerprint
         ruleset = load_ruleset(settings)
         for rule_id in ruleset.broken:
             if rule_id in self.last_good and rule_id not in ruleset.rules:
@@ -69,6 +76,18 @@ class RuleCache:
     def rules(self) -> RuleSet:
         """The rules of the latest tick (the dispatcher's RulePolicy reads these)."""
         return self.current if self.current is not None else RuleSet()
+
+
+def _folder_fingerprint(folder: Path) -> tuple:
+    """(name, mtime, size) of every file under the rules folder, sorted."""
+    if not folder.is_dir():
+        return ()
+    entries = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            entries.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(entries)
 
 
 def tick(

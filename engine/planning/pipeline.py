@@ -70,7 +70,8 @@ ConditionCompiler = Callable[[Sequence[object], Sources], sa.ColumnElement[bool]
 @dataclass
 class RuleOutcome:
     rule_id: str
-    status: str  # done | not_due | paused | outside_flight | already_claimed | failed
+    # done | not_due | idle (nothing new) | paused | outside_flight | already_claimed | failed
+    status: str
     slot: str | None = None
     run_id: int | None = None
     planned: int = 0
@@ -163,6 +164,11 @@ def plan_rule(
     if occurrences is None:
         outcome.status = "not_due"
         return outcome
+    if changed_since is not None and _nothing_new(connection, occurrences):
+        # A steady tick with nothing new for this rule costs one indexed EXISTS (the
+        # daemon's hourly full sweep still does everything, audience exits included).
+        outcome.status = "idle"
+        return outcome
     outcome.slot = slot_for(spec.trigger, tctx)
     run_id = _claim_run(connection, spec, at, outcome.slot, mode, user_id)
     if run_id is None:
@@ -205,6 +211,10 @@ def plan_rule(
         return outcome
     _finish_run(connection, run_id, outcome)
     return outcome
+
+
+def _nothing_new(connection, occurrences: sa.Select) -> bool:
+    return not connection.execute(sa.select(sa.exists(occurrences.subquery()))).scalar()
 
 
 def _considered_nothing(connection, spec: PlanSpec, outcome: RuleOutcome, occurrences) -> bool:
