@@ -21,7 +21,6 @@ Only events at or before T count (DESIGN invariant 5), through `profiles_as_of`.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -454,20 +453,26 @@ def _write_mark(connection: Connection, now: datetime, fingerprint: str) -> None
         connection.execute(marks.insert().values(name=MARK, **values))
 
 
+_DIRTY = sa.Table(
+    "nudge_stage_dirty",
+    sa.MetaData(),
+    sa.Column("id", sa.String(128), primary_key=True),
+    prefixes=["TEMPORARY"],
+)
+
+
 def _snapshot_dirty(connection: Connection) -> sa.Table:
     """The users flagged stage_dirty now, copied into a temporary table.
 
     The refresh recomputes exactly these (plus time-driven crossings) and clears
     exactly these flags. On PostgreSQL the rows are locked for the transaction: an
     ingest for one of them waits and flags it again after this refresh commits, so
-    its new data is never cleared unseen. (SQLite serialises writers already.)
+    its new data is never cleared unseen. (SQLite serialises writers already.) The
+    table has a fixed name (temporary tables are private to a connection) so that
+    the statements using it compile once.
     """
-    table = sa.Table(
-        f"stage_dirty_{uuid.uuid4().hex[:8]}",
-        sa.MetaData(),
-        sa.Column("id", sa.String(128), primary_key=True),
-        prefixes=["TEMPORARY"],
-    )
+    table = _DIRTY
+    table.drop(connection, checkfirst=True)
     table.create(connection)
     flagged = sa.select(users_table.c.id).where(users_table.c.stage_dirty.is_(True))
     if connection.dialect.name == "postgresql":

@@ -485,25 +485,30 @@ def _settle(connection, scratch: sa.Table, spec: PlanSpec) -> None:
     )
 
 
+# One definition with a fixed name (temporary tables are private to a connection): a
+# random name per run made every statement touching it a new one to compile, which was
+# most of an idle tick.
+_SCRATCH = sa.Table(
+    "nudge_plan_scratch",
+    sa.MetaData(),
+    sa.Column("user_id", sa.String(128)),
+    sa.Column("occurrence_key", sa.String(128)),
+    sa.Column("occurred_at", UTCDateTime),
+    sa.Column("trigger_at", UTCDateTime),
+    sa.Column("event_id", sa.BigInteger),
+    sa.Column("occurrence_ref", sa.String(32)),
+    sa.Column("outcome", sa.String(16)),
+    sa.Column("reason", sa.String(64)),
+    sa.Column("variant", sa.String(64)),
+    sa.Column("held_out", sa.Boolean),
+    prefixes=["TEMPORARY"],
+)
+
+
 def _scratch_table(connection: Connection) -> sa.Table:
-    metadata = sa.MetaData()
-    table = sa.Table(
-        f"plan_scratch_{uuid.uuid4().hex[:8]}",
-        metadata,
-        sa.Column("user_id", sa.String(128)),
-        sa.Column("occurrence_key", sa.String(128)),
-        sa.Column("occurred_at", UTCDateTime),
-        sa.Column("trigger_at", UTCDateTime),
-        sa.Column("event_id", sa.BigInteger),
-        sa.Column("occurrence_ref", sa.String(32)),
-        sa.Column("outcome", sa.String(16)),
-        sa.Column("reason", sa.String(64)),
-        sa.Column("variant", sa.String(64)),
-        sa.Column("held_out", sa.Boolean),
-        prefixes=["TEMPORARY"],
-    )
-    table.create(connection)
-    return table
+    _SCRATCH.drop(connection, checkfirst=True)
+    _SCRATCH.create(connection)
+    return _SCRATCH
 
 
 def _count(connection, scratch, outcome: RuleOutcome) -> None:
