@@ -19,6 +19,8 @@ NUDGE := ../$(BIN)/nudge
 # Quiet hours (send windows) defer messages at night; the demo delivers "tomorrow at
 # 10:00 shop time" so every run shows the whole path from plan to files.
 MORNING = $$(TZ=Asia/Shanghai date -d 'tomorrow 10:00' +%Y-%m-%dT%H:%M:%S%:z)
+# A week after that, the shoppers have answered and `nudge report` can tell what worked.
+WEEK_LATER = $$(TZ=Asia/Shanghai date -d 'tomorrow 10:00 7 days' +%Y-%m-%dT%H:%M:%S%:z)
 
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
@@ -41,7 +43,12 @@ demo: $(STAMP)
 	cd $(DEMO_DIR) && $(NUDGE) audiences export vip-retargeting --format meta --out audiences
 	@echo "== preview one creative on every surface"
 	cd $(DEMO_DIR) && $(NUDGE) preview winback --rule winback-lapsed-members --variant bigger-coupon --out previews
-	@echo "== done: see $(DEMO_DIR)/outbox, $(DEMO_DIR)/coupons.csv, $(DEMO_DIR)/audiences, $(DEMO_DIR)/previews"
+	@echo "== a week later: the shoppers answer (purchases through the ingest path, some with the codes)"
+	cd $(DEMO_DIR) && $(NUDGE) demo --respond --at "$(WEEK_LATER)"
+	@echo "== did it work? each rule against its held-out control group, as of a week later"
+	cd $(DEMO_DIR) && $(NUDGE) report --until "$(WEEK_LATER)"
+	cd $(DEMO_DIR) && $(NUDGE) report --until "$(WEEK_LATER)" --html report.html
+	@echo "== done: see $(DEMO_DIR)/outbox, $(DEMO_DIR)/coupons.csv, $(DEMO_DIR)/audiences, $(DEMO_DIR)/previews, $(DEMO_DIR)/report.html"
 
 test: $(STAMP)
 	$(BIN)/ruff check .

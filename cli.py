@@ -401,18 +401,38 @@ def users_show(
 def demo(
     users: Annotated[int, typer.Option(min=1, help="Number of shoppers.")] = 5000,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same shop.")] = 7,
+    respond: Annotated[
+        bool,
+        typer.Option(
+            "--respond",
+            help="Instead: the shoppers answer the rules' messages (purchases, some with "
+            "the coupon codes), ingested as of --at, for `nudge report` to measure.",
+        ),
+    ] = False,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="With --respond: as of this instant (ISO 8601; default: now)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Build a demo shop in this project: synthetic users and events, ingested, staged.
 
     Writes demo-data/users.jsonl and demo-data/events.jsonl, ingests them, records the
-    lifecycle stages and prints the stage breakdown and shop KPIs.
+    lifecycle stages and prints the stage breakdown and shop KPIs. Gives the
+    first-purchase-thank-you rule a 30% holdout, so its lift can be measured.
+
+    After a tick and a dispatch, `nudge demo --respond --at T` makes the shoppers
+    answer as of T: the thank-you coupon brings buyers back (treated 25%, held out 8%),
+    the win-back offer does not (20% either way).
 
     Example: nudge init demo-shop && cd demo-shop && nudge demo
     """
     from engine.clock import utcnow
     from engine.demo import build_demo
 
+    if respond:
+        _demo_respond(parse_at(at), seed, as_json)
+        return
     store = open_project_store()
     try:
         result = build_demo(store, now=utcnow(), users=users, seed=seed)
@@ -429,8 +449,40 @@ def demo(
         f"({ingest.rejected_count} rejected)"
     )
     typer.echo(f"recorded {result.stages.total_entered} stage entries")
+    for rule_id, holdout in result.holdouts.items():
+        typer.echo(f"gave rules/{rule_id}.yaml a {holdout} holdout: `nudge report` measures it")
     typer.echo("")
     _print_kpis(result.stats, store.settings.tz)
+
+
+def _demo_respond(now, seed: int, as_json: bool) -> None:
+    from engine.demo import RESPONSE_PERIOD, simulate_responses
+    from engine.durations import format_duration
+
+    store = open_project_store()
+    result = simulate_responses(store, store.settings, now=now, seed=seed)
+    if as_json:
+        print_json(result.as_dict())
+        return
+    tz, period = store.settings.tz, format_duration(RESPONSE_PERIOD)
+    typer.echo(f"shoppers' answers as of {_local(now, tz)} (within {period} of each message):")
+    rows = []
+    for rule_id, groups in result.rules.items():
+        for name, counts in groups.items():
+            rate = "-" if counts.rate is None else f"{counts.rate:.1%}"
+            code = counts.with_code if name == "treated" else ""
+            rows.append([rule_id, name, counts.decisions, counts.buyers, rate, code])
+    print_table(["rule", "group", "users", "bought", "rate", "with the coupon"], rows)
+    if result.too_recent:
+        typer.echo(
+            f"{result.too_recent} decisions not answered: not exposed {period} before "
+            f"{_local(now, tz)} (dispatch first, or give a later --at)"
+        )
+    ingest = result.ingest
+    line = f"ingested {ingest.events_inserted} events from {result.path}"
+    if ingest.coupons:
+        line += ": coupon codes " + ", ".join(f"{k} {v}" for k, v in sorted(ingest.coupons.items()))
+    typer.echo(line)
 
 
 # (end of lifecycle section)
@@ -834,11 +886,20 @@ def report(
         list[str] | None, typer.Option("--rule", "-r", help="Only this rule (repeatable).")
     ] = None,
     json_output: JsonFlag = False,
+    html_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            dir_okay=False,
+            help="Write the report, with the shop KPIs and cohorts of the period, as one "
+            "self-contained HTML file (charts inline, no network needed to view it).",
+        ),
+    ] = None,
 ) -> None:
     """Per rule and variant: audience, delivered, conversions, revenue, coupon and send
     costs, lift against the holdout with a verdict, incremental revenue and ROI.
 
-    Example: nudge report --since 2026-11-01 --rule winback-lapsed-members
+    Example: nudge report --since 2026-11-01 --rule winback-lapsed-members --html report.html
     """
     from engine.measurement.report import build_report, option_instant, render_report
 
@@ -850,8 +911,14 @@ def report(
             until=option_instant("--until", until, tz),
             rule_ids=rule,
         )
+        if html_file is not None:
+            from engine.measurement.html import write_html_report
+
+            write_html_report(store, result, html_file)
     if json_output:
         print_json(result.as_dict(tz))
+    elif html_file is not None:
+        typer.echo(f"HTML report written to {html_file}")
     else:
         typer.echo(render_report(result, tz))
 
@@ -1121,6 +1188,67 @@ def audiences_export(
         folder = out or store.settings.project_dir / config.audiences.folder
         result = export_audience(store, name, format, folder, now=utcnow())
     _print_audience_results([result], json_output)
+
+
+@audiences_app.command("export-converters")
+def audiences_export_converters(
+    rule: Annotated[str, typer.Argument(help="Rule id (its file name without .yaml).")],
+    format: Annotated[str, typer.Option("--format", help="google, meta or csv.")] = "csv",
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Decisions from this instant (ISO 8601; shop time zone when no offset). "
+            "Default: 30 days before --until.",
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            help="Decisions before this instant; purchases at or before it (ISO 8601). "
+            "Default: now.",
+        ),
+    ] = None,
+    out: AudienceOut = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Write the users a rule converted (purchases attributed to its treated decisions,
+    as in `nudge report`; never its control group) as a seed for lookalike audiences.
+
+    Example: nudge audiences export-converters winback-lapsed-members --format google
+    """
+    from engine.audiences.converters import export_converters
+    from engine.delivery.config import delivery_config
+    from engine.measurement.report import option_instant
+
+    with _delivery_store() as store:
+        tz = store.settings.tz
+        config = delivery_config(store.settings)
+        result = export_converters(
+            store,
+            rule,
+            format,
+            out or store.settings.project_dir / config.audiences.folder,
+            since=option_instant("--since", since, tz),
+            until=option_instant("--until", until, tz),
+        )
+    if json_output:
+        print_json(result.as_dict())
+        return
+    period = f"{_local(result.since, tz)} to {_local(result.until, tz)}"
+    typer.echo(f"{result.rule}: {result.converters} converted users (decisions from {period})")
+    skipped = f"{result.skipped_no_identifier} without email or phone"
+    if result.left_out:  # by consent refusal: no_consent, unsubscribed (engine/consent.py)
+        reasons = ", ".join(f"{why} {n}" for why, n in sorted(result.left_out.items()))
+        skipped += f"; left out {result.left_out.total()} without ads consent: {reasons}"
+    typer.echo(f"{result.platform}: +{result.exported} ({skipped})")
+    if result.phones_left_out:
+        total = result.phones_left_out.total()
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(result.phones_left_out.items()))
+        typer.echo(f"  left out {total} phone number{'s' * (total != 1)}: {reasons}")
+    for path in result.files:
+        typer.echo(f"  wrote {path}")
 
 
 # (end of delivery section)

@@ -256,6 +256,8 @@ class Report:
     currency: str
     alpha: float = 0.05
     rules: list[RuleReport] = field(default_factory=list)
+    # Next steps for rules with a significant lift: {"rule", "command", "text"}.
+    suggestions: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -279,6 +281,7 @@ class Report:
             "empty": self.empty,
             "message": self.message(tz or UTC),
             "rules": [rule.as_dict() for rule in self.rules],
+            "suggestions": self.suggestions,
         }
 
 
@@ -405,7 +408,37 @@ def build_report(
                 }
             )
         report.rules.append(found)
+    report.suggestions = _suggestions(report, settings.tz)
     return report
+
+
+def _suggestions(report: Report, tz) -> list[dict[str, str]]:
+    """Rules whose treated users convert significantly better than the control group
+    (always-valid interval above 0): their converters are the seed of a lookalike
+    audience, `nudge audiences export-converters` (engine/audiences/converters.py)."""
+    found = []
+    for rule in report.rules:
+        lift = rule.lift
+        low, p = lift.get("always_valid_low"), lift.get("always_valid_p")
+        if low is None or p is None or not (low > 0 and p <= report.alpha):
+            continue
+        since = report.since.astimezone(tz).isoformat(timespec="seconds")
+        until = report.until.astimezone(tz).isoformat(timespec="seconds")
+        command = (
+            f"nudge audiences export-converters {rule.rule} --format google "
+            f"--since {since} --until {until}"
+        )
+        found.append(
+            {
+                "rule": rule.rule,
+                "command": command,
+                "text": (
+                    f"{rule.rule} converts better than its control group: seed a lookalike "
+                    f"audience with the users it converted: {command} (or --format meta)"
+                ),
+            }
+        )
+    return found
 
 
 def _variant_order(rule) -> dict[str | None, int]:
@@ -734,6 +767,9 @@ def render_report(report: Report, tz) -> str:
             )
         for note in rule.notes:
             lines.append(f"  note: {note}")
+    if report.suggestions:
+        lines += ["", "Suggestions:"]
+        lines += [f"  {suggestion['text']}" for suggestion in report.suggestions]
     return "\n".join(lines)
 
 
