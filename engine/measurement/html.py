@@ -244,6 +244,11 @@ def write_html_report(store, report: Report, path: str | os.PathLike[str]) -> Pa
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
             file.write(page)
+        # mkstemp makes the file private; a report is meant to be shared like any file
+        # the user writes (0666 less the umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
