@@ -1061,6 +1061,40 @@ def unsubscribe(token: Annotated[str, typer.Argument(help="Token from the email 
     typer.echo(f"unsubscribed {user_id}")
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on ([serve] host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port ([serve] port, 8787).")] = None,
+    forwarded_allow_ips: Annotated[
+        str,
+        typer.Option(help="Proxies trusted for X-Forwarded-For/-Proto (comma-separated)."),
+    ] = "127.0.0.1",
+) -> None:
+    """Serve landing pages, click tracking and unsubscribe over HTTP (docs/serve.md).
+
+    Needs NUDGE_SERVE_SECRET (signs click links); NUDGE_SECRET_KEY personalises landing
+    pages opened from messages. Example: NUDGE_SERVE_SECRET=... nudge serve --port 8787
+    """
+    import uvicorn
+
+    from engine.serve.app import create_app
+    from engine.serve.safety import SECRET_ENV, secret_from_env
+
+    if secret_from_env(SECRET_ENV) is None:
+        raise fail(f"set {SECRET_ENV} (a long random string) to sign click links")
+    settings = load_settings()
+    app = create_app(settings, store=open_project_store())
+    uvicorn.run(
+        app,
+        host=host or settings.serve.host,
+        port=port or settings.serve.port,
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
+        server_header=False,
+        log_level="info",
+    )
+
+
 @coupons_app.command("export")
 def coupons_export(
     out: Annotated[Path | None, typer.Option("--out", help="CSV file (default: stdout).")] = None,

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from engine.errors import ConfigError
 
@@ -146,6 +153,25 @@ class RulesSettings(_Section):
     assignment_salt: str = "nudge"
 
 
+class ServeSettings(_Section):
+    """`nudge serve` (docs/serve.md); its signing secret is NUDGE_SERVE_SECRET, never a file."""
+
+    # The public https:// origin the server is reached at (behind the reverse proxy).
+    # When set, `[delivery.email] unsubscribe_url` defaults to `<base_url>/u/{token}`.
+    base_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8787, ge=1, le=65535)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+
 class Settings(BaseModel):
     """Everything Nudge reads from nudge.toml and the environment."""
 
@@ -158,12 +184,30 @@ class Settings(BaseModel):
     currency: CurrencySettings = CurrencySettings()
     events: EventsSettings = EventsSettings()
     daemon: DaemonSettings = DaemonSettings()
+    serve: ServeSettings = ServeSettings()
     # Sections owned by later subsystems (delivery, caps, channels) are kept raw here
     # and validated by their owners, so an older engine still reads a newer file.
     delivery: dict[str, Any] = Field(default_factory=dict)
 
     project_dir: Path = Path(".")
     config_path: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _serve_unsubscribe_url(cls, data: Any) -> Any:
+        # `[serve] base_url` (https) makes `nudge serve`'s /u/{token} the List-Unsubscribe
+        # URL unless `[delivery.email] unsubscribe_url` names another.
+        if not isinstance(data, dict) or not isinstance(data.get("serve"), dict):
+            return data
+        base = data["serve"].get("base_url")
+        delivery = data.get("delivery") or {}
+        email = delivery.get("email", {}) if isinstance(delivery, dict) else None
+        if not (isinstance(base, str) and base.startswith("https://")):
+            return data
+        if not isinstance(email, dict) or "unsubscribe_url" in email:
+            return data
+        email = {**email, "unsubscribe_url": base.rstrip("/") + "/u/{token}"}
+        return {**data, "delivery": {**delivery, "email": email}}
 
     @property
     def tz(self) -> ZoneInfo:
