@@ -44,7 +44,6 @@ from engine.measurement import statistics
 from engine.measurement.attribution import (
     Windows,
     conversions_query,
-    first_sent,
     rule_windows,
     sql_instant,
 )
@@ -480,38 +479,59 @@ def _decision_rows(
         .group_by(credited.c.decision_id)
         .subquery("per_decision")
     )
-    sent = first_sent(until)
-    reached = sa.or_(
-        decisions.c.outcome == "held_out",
-        sa.and_(decisions.c.outcome == "planned", sent.c.sent_at.is_not(None)),
-    )
+    # Intention to treat, per user: every planned or held-out decision counts (what
+    # reached the user is reported beside it, from the outbox), and the unit is the
+    # user, as the holdout assigns users: repeated decisions of one user are one
+    # recipient, so their correlation does not make the intervals too narrow.
+    counted = decisions.c.outcome.in_(("planned", "held_out"))
     revenue = sa.func.coalesce(per_decision.c.revenue, 0)
-    query = (
+    per_user = (
         sa.select(
             decisions.c.rule_id,
             decisions.c.outcome,
             decisions.c.reason,
             decisions.c.variant,
+            decisions.c.user_id,
             sa.func.count().label("decisions"),
-            sa.func.sum(sa.case((reached, 1), else_=0)).label("recipients"),
-            sa.func.sum(sa.case((sa.and_(reached, per_decision.c.orders > 0), 1), else_=0)).label(
-                "conversions"
-            ),
+            sa.func.max(sa.case((counted, 1), else_=0)).label("recipient"),
             sa.func.sum(sa.func.coalesce(per_decision.c.orders, 0)).label("orders"),
             sa.func.sum(revenue).label("revenue"),
-            sa.func.sum(sa.cast(revenue, sa.Float) * sa.cast(revenue, sa.Float)).label(
-                "revenue_sq"
-            ),
         )
         .select_from(
-            decisions.outerjoin(sent, sent.c.decision_id == decisions.c.id).outerjoin(
-                per_decision, per_decision.c.decision_id == decisions.c.id
-            )
+            decisions.outerjoin(per_decision, per_decision.c.decision_id == decisions.c.id)
         )
         .where(*_period(since, until, rule_ids))
-        .group_by(decisions.c.rule_id, decisions.c.outcome, decisions.c.reason, decisions.c.variant)
+        .group_by(
+            decisions.c.rule_id,
+            decisions.c.outcome,
+            decisions.c.reason,
+            decisions.c.variant,
+            decisions.c.user_id,
+        )
+        .subquery("per_user")
     )
+    u = per_user.c
+    user_revenue = sa.cast(u.revenue, sa.Float)
+    query = sa.select(
+        u.rule_id,
+        u.outcome,
+        u.reason,
+        u.variant,
+        # Counts as integers: PostgreSQL sums a bigint column to numeric.
+        _int_sum(u.decisions).label("decisions"),
+        _int_sum(u.recipient).label("recipients"),
+        _int_sum(sa.case((sa.and_(u.recipient == 1, u.orders > 0), 1), else_=0)).label(
+            "conversions"
+        ),
+        _int_sum(u.orders).label("orders"),
+        sa.func.sum(u.revenue).label("revenue"),
+        sa.func.sum(user_revenue * user_revenue).label("revenue_sq"),
+    ).group_by(u.rule_id, u.outcome, u.reason, u.variant)
     return [dict(row) for row in connection.execute(query).mappings()]
+
+
+def _int_sum(column) -> sa.ColumnElement[int]:
+    return sa.cast(sa.func.coalesce(sa.func.sum(column), 0), sa.BigInteger)
 
 
 def _action_rows(

@@ -413,7 +413,10 @@ def _decide(spec: PlanSpec, matched, at: datetime, superiors, salt: str, dialect
     if spec.contact_channels:
         reachable = sa.or_(*(channel_consent_sql(u, c) for c in spec.contact_channels))
         checks.append((~reachable, "no_consent"))
-    planned_by = [d.c.user_id == matched.c.user_id, d.c.outcome == "planned"]
+    # Held-out decisions count as received for `every` and caps: the control group must
+    # be decided as often as the treated one, or it piles up extra decisions that
+    # dilute its conversion rate.
+    planned_by = [d.c.user_id == matched.c.user_id, d.c.outcome.in_(("planned", "held_out"))]
     if spec.every is not None:
         recent = sa.exists().where(
             *planned_by, d.c.rule_id == spec.rule_id, d.c.decided_at > at - spec.every
