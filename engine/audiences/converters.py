@@ -4,8 +4,8 @@ The ad platforms build lookalike audiences from a seed list; the best seed a rul
 give is the shoppers it actually converted. A converter of rule R in a period
 [since, until) is a user with at least one purchase credited to one of R's *treated*
 (planned) decisions made in the period, by the one attribution of `nudge report`
-(engine/measurement/attribution.py: last touch within each rule's window, a redeemed
-coupon decides, purchases at or before `until`). The control group's buyers are never
+(engine/measurement/attribution.py: purchases within the rule's window after the
+decision, each rule on its own, at or before `until`). The control group's buyers are never
 converters: the rule did nothing to them.
 
 Each converter is written like any other audience export (engine/audiences/formats.py:

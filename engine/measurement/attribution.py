@@ -1,33 +1,25 @@
 """Which purchases each rule's actions (and each holdout) earned: attribution in SQL.
 
-An **exposure** is one decision that reached its user or stands for one who was
-deliberately left out:
+An **exposure** is a `planned` (treated) or `held_out` (control) decision, exposed at
+its `decided_at`: intention to treat. Both groups are measured from the same instant,
+whether or not a message went out; delivery is reported beside it (engine/measurement/
+report.py). Measuring the treated from the send would drop from the treated group only
+the users a send window delayed or an `unless` re-check stopped (often those who had
+just bought), and report a loss for a rule that does nothing. `suppressed` and `shadow`
+decisions are never exposures.
 
-- a `planned` decision is exposed when its first action was delivered: the earliest
-  `sent_at` of its outbox rows in state `sent` (a decision whose actions were all
-  skipped, went dead or are still pending has no exposure; nor has one whose only
-  sent action is a coupon voided because its message never reached the shopper);
-- a `held_out` decision is exposed at `decided_at`: the instant the control group
-  would have been treated. Treated and control are measured the same way, from the
-  moment each was (or would have been) acted on.
+A **conversion** of a rule is a purchase of the user with
+`exposure_at < purchased_at <= exposure_at + window` (the rule's `attribution: {window:
+...}`, default 7d) for one of the rule's exposures:
 
-`suppressed` and `shadow` decisions are never exposures.
+1. **Each rule on its own.** A purchase inside the windows of two rules counts for both:
+   a follow-up (`after:`) reaches treated users only, so letting it take the purchase
+   would shrink the followed rule's treated conversions and not its control's.
+2. **Within one rule, once.** For the decision whose coupon the purchase redeemed, else
+   for the latest decision whose window holds it. A coupon never stretches the window,
+   or the treated group would be observed longer than the control group.
 
-A **conversion** is a purchase event credited to exactly one exposure:
-
-1. **A redeemed coupon decides.** A purchase whose coupon code was redeemed
-   (`coupon_redemptions.outcome = 'redeemed'`) belongs to the decision whose coupon
-   action issued that code (coupons.idempotency_key -> outbox -> decision), whatever
-   its time; the window does not apply and no other exposure competes for it.
-2. **Otherwise the last touch wins.** The purchase is a candidate of every exposure of
-   the same user with `exposure_at < purchased_at <= exposure_at + window` (the window
-   of the exposure's rule, `attribution: {window: ...}`, default 7d); among them the
-   latest exposure wins (ties: the latest decision id). Held-out exposures compete
-   like treated ones, so a rule's control group loses purchases to the other rules
-   exactly as its treated group does.
-
-So a purchase counts at most once overall, hence at most once per rule. Nothing after
-the report's `until` counts: exposures, purchases and refunds at or before it only.
+Nothing after the report's `until` counts.
 
 **Refunds subtract.** A conversion's revenue is its purchase `amount` (shop currency)
 minus the refund events of the same user and `order_id` from the purchase up to one
@@ -35,7 +27,7 @@ window after it (and at or before `until`), never below zero. A refunded purchas
 still a conversion.
 
 Everything is set-based: one SELECT for all rules, evaluated by the database with a
-window function for the last touch; no Python loop over users or purchases.
+window function per (purchase, rule); no Python loop over users or purchases.
 """
 
 from __future__ import annotations
@@ -170,11 +162,15 @@ def first_sent(until: datetime, name: str = "first_sent"):
 
 
 def exposures(*, until: datetime, not_before: datetime, windows: Windows):
-    """One row per exposed decision: when it was exposed and its rule's window."""
-    sent = first_sent(until)
-    exposed_at = sa.case(
-        (decisions.c.outcome == "held_out", decisions.c.decided_at), else_=sent.c.sent_at
-    )
+    """One row per treated or held-out decision, exposed at its decision time.
+
+    Intention to treat: both groups are measured from the decision, and every planned
+    decision counts whether or not its message went out. Measuring the treated from
+    the send instead would drop exactly the users a send window delayed or an
+    `unless` re-check stopped (those who bought meanwhile) from the treated group only,
+    and report a loss for a rule that does nothing. Delivery is reported beside it.
+    """
+    exposed_at = decisions.c.decided_at
     return (
         sa.select(
             decisions.c.id.label("decision_id"),
@@ -186,12 +182,8 @@ def exposures(*, until: datetime, not_before: datetime, windows: Windows):
             sa.type_coerce(exposed_at, UTCDateTime()).label("exposure_at"),
             windows.seconds_sql(decisions.c.rule_id).label("window_seconds"),
         )
-        .select_from(decisions.outerjoin(sent, sent.c.decision_id == decisions.c.id))
         .where(
-            sa.or_(
-                decisions.c.outcome == "held_out",
-                sa.and_(decisions.c.outcome == "planned", sent.c.sent_at.is_not(None)),
-            ),
+            decisions.c.outcome.in_(("planned", "held_out")),
             exposed_at <= sql_instant(until),
             exposed_at >= sql_instant(not_before),
         )
@@ -211,11 +203,10 @@ def conversions_query(
 
     Columns: event_id, user_id, order_id, purchased_at, amount, refunded,
     decision_id, rule_id, variant, outcome, decided_at, exposure_at, window_seconds,
-    via (`coupon` or `window`) and revenue (amount - refunded, at least 0). `rule_ids`
-    narrows the result, never the competition: a purchase goes to the same exposure
-    whichever rules are reported. With
-    `period_only=False` the decisions exposed up to one window before `since`, which
-    compete for the period's purchases, are kept too.
+    via (`coupon` or `window`) and revenue (amount - refunded, at least 0). A purchase
+    appears once per rule whose window holds it. With `period_only=False` the decisions
+    made up to one window before `since`, which compete for the period's purchases
+    within their rule, are kept too.
     """
     since, until = ensure_aware(since), ensure_aware(until)
     # A purchase after `since` can only compete with exposures one window before it.
@@ -228,42 +219,31 @@ def conversions_query(
         purchase.c.occurred_at <= sql_instant(until),
     )
 
-    # 1. Redeemed coupons tie a purchase to the decision that issued the code.
+    # Each rule is measured on its own: a purchase in the windows of two rules counts for
+    # both (a follow-up must not take its conversions from the rule it follows, which
+    # would happen to the treated group only). Within one rule a purchase counts once:
+    # for the decision whose coupon it redeemed, else for the latest decision whose
+    # window holds it. A coupon never stretches the window, or the treated group would
+    # be observed longer than the control group.
     redemption = redemptions.alias("redemption")
     action = outbox.alias("coupon_action")
-    issued = decisions.alias("issuing_decision")
-    sent = first_sent(until, "coupon_first_sent")
-    by_coupon = (
-        sa.select(
-            purchase.c.id.label("event_id"),
-            issued.c.id.label("decision_id"),
-            issued.c.rule_id,
-            issued.c.variant,
-            issued.c.outcome,
-            issued.c.decided_at,
-            sent.c.sent_at.label("exposure_at"),
-            windows.seconds_sql(issued.c.rule_id).label("window_seconds"),
-            sa.literal(VIA_COUPON, sa.String).label("via"),
-        )
-        .select_from(
-            purchase.join(redemption, redemption.c.event_id == purchase.c.id)
-            .join(coupons, coupons.c.id == redemption.c.coupon_id)
-            .join(action, action.c.idempotency_key == coupons.c.idempotency_key)
-            .join(issued, issued.c.id == action.c.decision_id)
-            .outerjoin(sent, sent.c.decision_id == issued.c.id)
-        )
-        .where(*in_range, redemption.c.outcome == "redeemed")
+    coupon_match = sa.exists().where(
+        redemption.c.event_id == purchase.c.id,
+        redemption.c.outcome == "redeemed",
+        coupons.c.id == redemption.c.coupon_id,
+        action.c.idempotency_key == coupons.c.idempotency_key,
+        action.c.decision_id == exposed.c.decision_id,
     )
-
-    # 2. Otherwise the latest exposure whose window holds the purchase.
-    redeemed = sa.select(redemptions.c.event_id).where(
-        redemptions.c.event_id == purchase.c.id, redemptions.c.outcome == "redeemed"
-    )
+    via = sa.case((coupon_match, sa.literal(VIA_COUPON)), else_=sa.literal(VIA_WINDOW))
     rank = (
         sa.func.row_number()
         .over(
-            partition_by=purchase.c.id,
-            order_by=(exposed.c.exposure_at.desc(), exposed.c.decision_id.desc()),
+            partition_by=(purchase.c.id, exposed.c.rule_id),
+            order_by=(
+                sa.case((coupon_match, 0), else_=1),
+                exposed.c.exposure_at.desc(),
+                exposed.c.decision_id.desc(),
+            ),
         )
         .label("touch")
     )
@@ -277,7 +257,7 @@ def conversions_query(
             exposed.c.decided_at,
             exposed.c.exposure_at,
             exposed.c.window_seconds,
-            sa.literal(VIA_WINDOW, sa.String).label("via"),
+            via.label("via"),
             rank,
         )
         .select_from(
@@ -291,13 +271,14 @@ def conversions_query(
                 ),
             )
         )
-        .where(*in_range, ~sa.exists(redeemed))
+        .where(*in_range)
         .subquery("candidates")
     )
-    last_touch = sa.select(*(column for column in candidates.c if column.name != "touch")).where(
-        candidates.c.touch == 1
+    credited = (
+        sa.select(*(column for column in candidates.c if column.name != "touch"))
+        .where(candidates.c.touch == 1)
+        .subquery("credited")
     )
-    credited = sa.union_all(by_coupon, last_touch).subquery("credited")
 
     # Refunds of the same order, from the purchase up to one window after it.
     bought = events.alias("bought")

@@ -4,11 +4,12 @@ For the decisions made in a period [since, until) (default: the 30 days before n
 per rule and per variant:
 
 - audience: the decisions; held out, suppressed (by reason) and shadow ones apart;
-- delivered: planned decisions with at least one action sent by `until` (the
-  recipients); skipped actions by reason, dead and still pending ones;
+- recipients: the users with a planned (treated) or held-out (control) decision,
+  reached or not (intention to treat); delivered: the treated recipients an action
+  reached by `until`; skipped actions by reason, dead and still pending ones;
 - conversions (recipients with at least one attributed purchase), orders, revenue
   (refunds subtracted) and revenue per recipient, attributed by
-  engine/measurement/attribution.py (last touch, redeemed coupons decide);
+  engine/measurement/attribution.py (each rule on its own, from the decision time);
 - coupon cost: the coupons of the rule redeemed by `until`, at face value (an amount
   coupon in another currency converted at the purchase's own rate), or for a
   `percent_off` coupon that percentage of the order amount;
@@ -44,6 +45,7 @@ from engine.measurement import statistics
 from engine.measurement.attribution import (
     Windows,
     conversions_query,
+    first_sent,
     rule_windows,
     sql_instant,
 )
@@ -129,7 +131,10 @@ class Group:
 
     name: str
     audience: int = 0  # decisions (planned ones for a variant, held out for the control)
-    recipients: int = 0  # delivered, or held out: who the rates are over
+    # Who the rates are over: users with a planned (treated) or held-out (control)
+    # decision, reached or not (intention to treat).
+    recipients: int = 0
+    delivered: int = 0  # treated recipients an action reached by `until`
     conversions: int = 0  # recipients with at least one attributed purchase
     orders: int = 0
     revenue: Decimal = Decimal("0")
@@ -160,7 +165,7 @@ class Group:
         return self.coupon_cost + self.send_cost
 
     def add(self, other: Group) -> None:
-        for name in ("audience", "recipients", "conversions", "orders", "revenue"):
+        for name in ("audience", "recipients", "delivered", "conversions", "orders", "revenue"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("revenue_sq", "coupons_redeemed", "coupon_cost", "send_cost"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -183,7 +188,7 @@ class Group:
             return data
         return data | {
             "audience": self.audience,
-            "delivered": self.recipients,
+            "delivered": self.delivered,
             "skipped": dict(sorted(self.skipped.items())),
             "dead": self.dead,
             "pending": self.pending,
@@ -229,7 +234,7 @@ class RuleReport:
             "held_out": self.held_out,
             "suppressed": dict(sorted(self.suppressed.items())),
             "shadow": self.shadow,
-            "delivered": treated.recipients,
+            "delivered": treated.delivered,
             "skipped": dict(sorted(treated.skipped.items())),
             "dead": treated.dead,
             "pending": treated.pending,
@@ -276,7 +281,7 @@ class Report:
             "until": self.until.isoformat(),
             "currency": self.currency,
             "alpha": self.alpha,
-            "attribution": "last touch; a redeemed coupon decides",
+            "attribution": "each rule on its own, from the decision time (intention to treat)",
             "empty": self.empty,
             "message": self.message(tz or UTC),
             "rules": [rule.as_dict() for rule in self.rules],
@@ -351,6 +356,7 @@ def build_report(
             group = variant(row["rule_id"], row["variant"])
         group.audience += row["decisions"]
         group.recipients += row["recipients"]
+        group.delivered += row["delivered"]
         group.conversions += row["conversions"]
         group.orders += row["orders"]
         group.revenue += _money(row["revenue"])
@@ -484,6 +490,7 @@ def _decision_rows(
     # user, as the holdout assigns users: repeated decisions of one user are one
     # recipient, so their correlation does not make the intervals too narrow.
     counted = decisions.c.outcome.in_(("planned", "held_out"))
+    sent = first_sent(until)
     revenue = sa.func.coalesce(per_decision.c.revenue, 0)
     per_user = (
         sa.select(
@@ -494,11 +501,19 @@ def _decision_rows(
             decisions.c.user_id,
             sa.func.count().label("decisions"),
             sa.func.max(sa.case((counted, 1), else_=0)).label("recipient"),
+            sa.func.max(
+                sa.case(
+                    (sa.and_(decisions.c.outcome == "planned", sent.c.sent_at.is_not(None)), 1),
+                    else_=0,
+                )
+            ).label("delivered"),
             sa.func.sum(sa.func.coalesce(per_decision.c.orders, 0)).label("orders"),
             sa.func.sum(revenue).label("revenue"),
         )
         .select_from(
-            decisions.outerjoin(per_decision, per_decision.c.decision_id == decisions.c.id)
+            decisions.outerjoin(
+                per_decision, per_decision.c.decision_id == decisions.c.id
+            ).outerjoin(sent, sent.c.decision_id == decisions.c.id)
         )
         .where(*_period(since, until, rule_ids))
         .group_by(
@@ -520,6 +535,7 @@ def _decision_rows(
         # Counts as integers: PostgreSQL sums a bigint column to numeric.
         _int_sum(u.decisions).label("decisions"),
         _int_sum(u.recipient).label("recipients"),
+        _int_sum(u.delivered).label("delivered"),
         _int_sum(sa.case((sa.and_(u.recipient == 1, u.orders > 0), 1), else_=0)).label(
             "conversions"
         ),
@@ -711,8 +727,8 @@ def render_report(report: Report, tz) -> str:
     currency = report.currency
     lines = [
         f"Report for decisions from {_local(report.since, tz)} to {_local(report.until, tz)}",
-        f"Attribution: last touch within each rule's window; a redeemed coupon decides. "
-        f"Money in {currency}.",
+        "Attribution: each rule on its own, purchases within its window after the "
+        f"decision (treated and held out alike). Money in {currency}.",
     ]
     for rule in report.rules:
         treated = rule.treated
@@ -725,7 +741,7 @@ def render_report(report: Report, tz) -> str:
         if rule.shadow:
             funnel += f", shadow {rule.shadow}"
         lines.append(funnel)
-        delivery = f"  delivered {treated.recipients}"
+        delivery = f"  delivered {treated.delivered}"
         if treated.skipped:
             delivery += "; skipped actions: " + _counts(treated.skipped)
         if treated.dead:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from cli import app
+from engine.clock import ensure_aware
 from engine.config import load_settings
 from engine.delivery.runner import run_dispatcher
 from engine.errors import ConfigError
@@ -22,7 +23,7 @@ from engine.measurement.report import build_report, render_report, send_costs
 from engine.planning.runner import evaluate
 from engine.store import Store
 from engine.store.delivery import Coupon
-from engine.store.planning import Decision
+from engine.store.planning import Decision, OutboxAction
 from tests.planning.helpers import ingest, ruleset_for, write_rule
 
 T = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
@@ -111,6 +112,7 @@ def shop(store, tmp_path, monkeypatch):
     return {
         "store": store,
         "held": held,
+        "treated": treated,
         "reached": reached,
         "buyers": buyers,
         "control_buyers": control_buyers,
@@ -128,7 +130,7 @@ def decisions(store) -> dict[str, tuple[str, str | None]]:
 
 def test_a_known_effect_is_measured_and_the_json_contract_holds(shop):
     store = with_toml(shop["store"], COSTS)
-    held, reached, buyers = shop["held"], shop["reached"], shop["buyers"]
+    held, treated, reached, buyers = shop["held"], shop["treated"], shop["reached"], shop["buyers"]
 
     data = report_json("--since", (T - DAY).isoformat(), "--until", UNTIL.isoformat())
 
@@ -137,8 +139,7 @@ def test_a_known_effect_is_measured_and_the_json_contract_holds(shop):
     assert rule["rule"] == RULE and rule["window"] == "1w"
     assert rule["audience"] == 200
     assert rule["held_out"] == len(held)
-    assert rule["planned"] == len(reached) + 1
-    assert rule["delivered"] == len(reached)  # the unsubscribed one saw nothing
+    assert rule["planned"] == len(treated) == len(reached) + 1
     assert rule["skipped"] == {"unsubscribed": 1}
     # The contract: names and fields every consumer may rely on.
     assert [v["name"] for v in rule["variants"]] == ["amount", "percent"]  # file order
@@ -156,26 +157,28 @@ def test_a_known_effect_is_measured_and_the_json_contract_holds(shop):
     assert Decimal(control["revenue"]) == 100 * len(shop["control_buyers"])
     by_name = {v["name"]: v for v in rule["variants"]}
     for name, variant in by_name.items():
-        members = [u for u in reached if shop["variant_of"][u] == name]
+        # Intention to treat: every planned user is a recipient, the unsubscribed one too.
+        members = [u for u in treated if shop["variant_of"][u] == name]
+        emailed = [u for u in reached if shop["variant_of"][u] == name]
         converted = [u for u in buyers if shop["variant_of"][u] == name]
         assert (variant["recipients"], variant["conversions"]) == (len(members), len(converted))
         assert Decimal(variant["revenue"]) == 100 * len(converted)
         assert variant["coupons_redeemed"] == 3
-        assert variant["sends"] == {"email": len(members)}  # issuing a code is no send
-        assert Decimal(variant["send_cost"]) == Decimal("0.5") * len(members)
+        assert variant["sends"] == {"email": len(emailed)}  # issuing a code is no send
+        assert Decimal(variant["send_cost"]) == Decimal("0.5") * len(emailed)
     # Coupon cost: 3 x 10 off, and 3 x 20% of 100.
     assert Decimal(by_name["amount"]["coupon_cost"]) == Decimal("30.00")
     assert Decimal(by_name["percent"]["coupon_cost"]) == Decimal("60.00")
 
-    rate_t = len(buyers) / len(reached)
+    rate_t = len(buyers) / len(treated)
     rate_c = len(shop["control_buyers"]) / len(held)
     assert lift["absolute"] == pytest.approx(rate_t - rate_c)
     assert lift["ci_low"] > 0 and lift["p_value"] < 0.01
     assert lift["always_valid_low"] < lift["ci_low"]  # the price of peeking at will
     assert "converts better" in lift["verdict"]
-    assert rule["incremental_conversions"] == pytest.approx((rate_t - rate_c) * len(reached), 0.01)
+    assert rule["incremental_conversions"] == pytest.approx((rate_t - rate_c) * len(treated), 0.01)
     incremental = Decimal(rule["incremental_revenue"])
-    expected = 100 * len(buyers) - 100 * len(shop["control_buyers"]) * len(reached) / len(held)
+    expected = 100 * len(buyers) - 100 * len(shop["control_buyers"]) * len(treated) / len(held)
     assert float(incremental) == pytest.approx(expected, abs=0.01)
     cost = Decimal("90") + Decimal("0.5") * len(reached)
     assert Decimal(rule["coupon_cost"]) + Decimal(rule["send_cost"]) == cost
@@ -205,7 +208,7 @@ def test_one_rule_and_purchases_up_to_until(shop):
     """--until cuts purchases too: before the buyers bought, nobody converted."""
     data = report_json("--rule", RULE, "--until", (SENT + DAY - timedelta(seconds=1)).isoformat())
     (rule,) = data["rules"]
-    assert rule["delivered"] == len(shop["reached"])
+    assert sum(v["recipients"] for v in rule["variants"]) == len(shop["treated"])
     assert sum(v["conversions"] for v in rule["variants"]) == 0
     assert rule["control"]["conversions"] == 0
     assert rule["lift"]["absolute"] == 0
@@ -274,3 +277,92 @@ def test_errors_are_located_and_plain(store, settings, monkeypatch):
     ]
     code, output = invoke("report")
     assert code == 1 and "delivery.costs.emial: unknown channel" in output
+
+
+def test_delivery_is_reported_beside_the_recipients(shop):
+    """Recipients are every planned user (intention to treat); `delivered` still says
+    what reached them, from the outbox: the unsubscribed one saw nothing."""
+    data = report_json("--since", (T - DAY).isoformat(), "--until", UNTIL.isoformat())
+    (rule,) = data["rules"]
+    assert rule["treated"]["recipients"] == len(shop["treated"])
+    assert rule["delivered"] == len(shop["reached"])
+
+
+def test_the_unit_is_the_user(store, settings, tmp_path, monkeypatch):
+    """Two decisions of one rule for one user are one recipient, one conversion."""
+    monkeypatch.chdir(settings.project_dir)
+    write_rule(settings, "visits", "trigger: {event: visit}\nactions:\n  tag: {add: [v]}\n")
+    for at in (T, T + 2 * DAY):
+        visit = [{"user": "u", "type": "visit", "at": (at - HOUR).isoformat()}]
+        ingest(store, tmp_path, now=at, events=visit)
+        evaluate(store, ruleset_for(settings), at=at, rule_ids=["visits"])
+        run_dispatcher(store, once=True, at=at)
+    times = {"o1": T + DAY, "o2": T + 3 * DAY}  # one inside each decision's window
+    buys = [{"user": "u", "type": "purchase", "at": at.isoformat(), "amount": 100,
+             "order_id": order} for order, at in times.items()]  # fmt: skip
+    ingest(store, tmp_path, now=T + 3 * DAY, events=buys)
+
+    data = report_json("--since", (T - DAY).isoformat(), "--until", UNTIL.isoformat())
+
+    (rule,) = data["rules"]
+    assert rule["planned"] == 2  # decisions
+    (treated,) = rule["variants"]
+    assert (treated["recipients"], treated["conversions"]) == (1, 1)
+    assert (treated["orders"], Decimal(treated["revenue"])) == (2, 200)
+
+
+SEND_WINDOW_RULE = """\
+trigger: {event: signup}
+send_window: {between: ["09:00", "21:00"]}
+experiment: {holdout: 50%}
+actions:
+  coupon: {value: 10, expires_in: 30d}
+  email: {creative: welcome}
+"""
+
+
+def test_a_send_window_delay_is_no_loss(store, tmp_path, monkeypatch):
+    """Regression: decided at 22:00 local, sent at 09:00 the next day; half of ALL users
+    buy in between. Measured from the send, the treated lost exactly those buyers and the
+    report said "treated converts worse"; from the decision, both groups convert alike."""
+    store = with_toml(store, f'[rules]\ntemplates = "{TEMPLATES}"\n')
+    settings = store.settings
+    monkeypatch.chdir(settings.project_dir)
+    write_rule(settings, "late-welcome", SEND_WINDOW_RULE)
+    decided = T + 12 * HOUR  # 22:00 in Shanghai
+    morning = T + 23 * HOUR  # 09:00 the next day: the window opens
+    ids = [f"u{n:03d}" for n in range(200)]
+    users = [{"id": u, "email": f"{u}@example.com", "email_opt_in": True, "locale": "en"}
+             for u in ids]  # fmt: skip
+    signups = [{"user": u, "type": "signup", "at": (decided - HOUR).isoformat()} for u in ids]
+    ingest(store, tmp_path, now=decided, users=users, events=signups)
+    evaluate(store, ruleset_for(settings), at=decided)
+    run_dispatcher(store, once=True, at=decided)  # outside the window: deferred
+    outcome = decisions(store)
+    held = sorted(u for u, (o, _) in outcome.items() if o == "held_out")
+    treated = sorted(u for u, (o, _) in outcome.items() if o == "planned")
+    buyers = [u for group in (held, treated) for i, u in enumerate(group) if i % 2 == 0]
+    gap = decided + 2 * HOUR
+    ingest(store, tmp_path, now=gap, events=[
+        {"user": u, "type": "purchase", "at": gap.isoformat(), "amount": 100} for u in buyers
+    ])  # fmt: skip
+    run_dispatcher(store, once=True, at=morning)
+    with store.read() as connection:
+        sent = connection.execute(
+            sa.select(sa.func.min(OutboxAction.sent_at), sa.func.count()).where(
+                OutboxAction.kind == "email", OutboxAction.state == "sent"
+            )
+        ).one()
+    assert sent[1] == len(treated) and ensure_aware(sent[0]) > gap  # every email after the buys
+
+    data = report_json("--since", (T - DAY).isoformat(), "--until", UNTIL.isoformat())
+
+    (rule,) = data["rules"]
+    control, (variant,) = rule["control"], rule["variants"]
+    assert (control["recipients"], control["conversions"]) == (len(held), (len(held) + 1) // 2)
+    assert (variant["recipients"], variant["conversions"]) == (
+        len(treated),
+        (len(treated) + 1) // 2,
+    )
+    verdict = rule["lift"]["verdict"]
+    assert verdict.startswith("no significant difference"), verdict
