@@ -58,10 +58,10 @@ class RuleCache:
 
     def refresh(self, settings: Settings) -> RuleSet:
         fingerprint = _folder_fingerprint(settings.rules_dir)
-        if self.current is not None and fingerprint == self.fingerprint:
+        if self.current is not None and fingerprint is not None and fingerprint == self.fingerprint:
             return self.current
-        self.fingerprint = fingerprint
         ruleset = load_ruleset(settings)
+        self.fingerprint = fingerprint  # only once loaded: a failed load is retried
         for rule_id in ruleset.broken:
             if rule_id in self.last_good and rule_id not in ruleset.rules:
                 ruleset.rules[rule_id] = self.last_good[rule_id]
@@ -78,16 +78,25 @@ class RuleCache:
         return self.current if self.current is not None else RuleSet()
 
 
-def _folder_fingerprint(folder: Path) -> tuple:
-    """(name, mtime, size) of every file under the rules folder, sorted."""
-    if not folder.is_dir():
-        return ()
-    entries = []
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            stat = path.stat()
-            entries.append((str(path), stat.st_mtime_ns, stat.st_size))
-    return tuple(entries)
+def _folder_fingerprint(folder: Path) -> tuple | None:
+    """What the loader reads (rule files and segments), as (path, inode, mtime, ctime,
+    size): a chmod or a same-size edit changes ctime. None when a file vanished or
+    could not be read meanwhile: then the rules are simply reloaded."""
+    from engine.rules.loader import rule_files
+    from engine.rules.segments import SEGMENT_FILES
+
+    try:
+        paths = [*rule_files(folder), *(folder / name for name in SEGMENT_FILES)]
+        entries = []
+        for path in sorted(paths):
+            if path.exists():
+                stat = path.stat()
+                entries.append(
+                    (str(path), stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
+                )
+        return tuple(entries)
+    except OSError:
+        return None
 
 
 def tick(

@@ -164,7 +164,12 @@ def plan_rule(
     if occurrences is None:
         outcome.status = "not_due"
         return outcome
-    if changed_since is not None and _nothing_new(connection, occurrences):
+    # Rules with audiences are evaluated every tick: their members who stop qualifying
+    # must leave the audience at once, not at the next full sweep.
+    keeps_audience = spec.status == "active" and any(
+        action.kind == "audience" for plans in spec.actions.values() for action in plans
+    )
+    if changed_since is not None and not keeps_audience and _nothing_new(connection, occurrences):
         # A steady tick with nothing new for this rule costs one indexed EXISTS (the
         # daemon's hourly full sweep still does everything, audience exits included).
         outcome.status = "idle"

@@ -66,3 +66,19 @@ def test_run_once_plans_and_delivers(store, settings, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "tick (once): planned 1; tag-lapsed planned 1" in result.output
     assert "dispatched 1: sent 1" in result.output
+
+
+def test_a_same_size_edit_of_a_rule_is_reloaded(store, settings):
+    """`active` and `paused` have the same length; the edit must still be seen."""
+    import os
+
+    path = write_rule(
+        settings, "tagger", "status: active\ntrigger: {stage: vip}\nactions:\n  tag: {add: [x]}\n"
+    )
+    cache = RuleCache()
+    assert cache.refresh(settings).rules["tagger"].spec.status == "active"
+    before = path.stat()
+    path.write_text(path.read_text().replace("active", "paused"), encoding="utf-8")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # same size, same mtime
+
+    assert cache.refresh(settings).rules["tagger"].spec.status == "paused"

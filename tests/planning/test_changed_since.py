@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
+
 from engine.planning.runner import evaluate
 from tests.planning.helpers import ingest, ruleset_for, write_rule
 
@@ -64,3 +66,38 @@ def test_a_follow_up_of_a_late_loaded_occurrence_is_due_at_once(store, settings,
     }
 
     assert (outcomes["cart-seen"].planned, outcomes["reminder"].planned) == (1, 1)
+
+
+def test_audience_members_leave_on_a_steady_tick(store, settings, tmp_path):
+    """An audience rule is never skipped as idle: a member who bought leaves at once."""
+    from engine.delivery.runner import run_dispatcher
+    from engine.store.delivery import AudienceMember
+
+    write_rule(
+        settings,
+        "retarget",
+        "trigger: {stage: registered}\nactions:\n  audience: {name: signed-up}\n",
+    )
+    ingest(
+        store,
+        tmp_path,
+        now=T,
+        users=[{"id": "a", "ads_opt_in": True, "member_since": (T - MINUTE).isoformat()}],
+    )
+    ruleset = ruleset_for(settings)
+    assert evaluate(store, ruleset, at=T).outcomes[0].planned == 1
+    run_dispatcher(store, once=True, at=T)
+    ingest(
+        store,
+        tmp_path,
+        now=T + MINUTE,
+        events=[{"user": "a", "type": "purchase", "at": (T + MINUTE).isoformat(), "amount": 5}],
+    )
+
+    steady = evaluate(store, ruleset, at=T + 2 * MINUTE, changed_since=T + MINUTE / 2)
+
+    assert steady.outcomes[0].audience_removed == 1
+    members = AudienceMember.__table__
+    with store.connect() as connection:
+        reason = connection.execute(sa.select(members.c.removed_reason)).scalar()
+    assert reason == "no_longer_qualifies"
