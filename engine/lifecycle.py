@@ -26,13 +26,12 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy import ColumnElement, Connection, FromClause, Select
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import FunctionElement
 
 from engine.clock import ensure_aware
 from engine.config import LifecycleSettings, Settings
 from engine.store.people import Event, LifecycleMark, StageMembership, User
 from engine.store.profiles import profiles_as_of
+from engine.store.sql import add_seconds
 from engine.store.types import UTCDateTime
 
 users_table = User.__table__
@@ -78,33 +77,9 @@ class StageRefresh:
         return sum(self.entered.values())
 
 
-class add_days(FunctionElement):
-    """`instant + days` as an instant, exact to the microsecond on both databases."""
-
-    type = UTCDateTime()
-    inherit_cache = True
-    name = "add_days"
-
-
-@compiles(add_days, "sqlite")
-def _add_days_sqlite(element, compiler, **kw):
-    instant, days = list(element.clauses)
-    text = compiler.process(instant, **kw)
-    # UTCDateTime is stored as 'YYYY-MM-DD HH:MM:SS.ffffff'; SQLite's date functions drop
-    # the microseconds, so they are carried over from the original text (UTC: no DST).
-    return (
-        f"(strftime('%Y-%m-%d %H:%M:%S', {text}, "
-        f"'+' || {compiler.process(days, **kw)} || ' days') || substr({text}, 20))"
-    )
-
-
-@compiles(add_days, "postgresql")
-def _add_days_postgresql(element, compiler, **kw):
-    instant, days = list(element.clauses)
-    return (
-        f"({compiler.process(instant, **kw)} + "
-        f"make_interval(days => CAST({compiler.process(days, **kw)} AS INTEGER)))"
-    )
+def add_days(instant: ColumnElement, days: int) -> ColumnElement:
+    """`instant + days`, exact to the microsecond (engine/store/sql.py)."""
+    return add_seconds(instant, sa.literal(days * 86_400, sa.Integer))
 
 
 def _instant(value: datetime) -> ColumnElement:

@@ -39,14 +39,13 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy import ColumnElement, Connection
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.functions import FunctionElement
 
 from engine.clock import ensure_aware
 from engine.rules.models import DEFAULT_ATTRIBUTION_WINDOW
 from engine.store.delivery import Coupon, CouponRedemption
 from engine.store.people import Event
 from engine.store.planning import Decision, OutboxAction
+from engine.store.sql import add_seconds
 from engine.store.types import UTCDateTime
 
 decisions = Decision.__table__
@@ -58,41 +57,6 @@ redemptions = CouponRedemption.__table__
 EXPOSED_OUTCOMES = ("planned", "held_out")
 VIA_COUPON = "coupon"
 VIA_WINDOW = "window"
-
-
-# ---------------------------------------------------------------- instant arithmetic
-
-
-class add_seconds(FunctionElement):
-    """`instant + seconds` (a per-row integer expression) as an instant, exact to the
-    microsecond on both databases (engine/store/sql.py's plus_duration takes a constant
-    and keeps milliseconds only; a window edge must be exact)."""
-
-    type = UTCDateTime()
-    inherit_cache = True
-    name = "add_seconds"
-
-
-@compiles(add_seconds, "sqlite")
-def _add_seconds_sqlite(element, compiler, **kw):
-    instant, seconds = list(element.clauses)
-    text = compiler.process(instant, **kw)
-    # Stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC): SQLite's date functions drop the
-    # fraction, so it is carried over from the original text.
-    return (
-        f"(strftime('%Y-%m-%d %H:%M:%S', {text}, "
-        f"'+' || CAST({compiler.process(seconds, **kw)} AS INTEGER) || ' seconds')"
-        f" || substr({text}, 20))"
-    )
-
-
-@compiles(add_seconds, "postgresql")
-def _add_seconds_postgresql(element, compiler, **kw):
-    instant, seconds = list(element.clauses)
-    return (
-        f"({compiler.process(instant, **kw)} + "
-        f"CAST({compiler.process(seconds, **kw)} AS INTEGER) * INTERVAL '1 second')"
-    )
 
 
 def sql_instant(value: datetime) -> ColumnElement[datetime]:

@@ -11,6 +11,8 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
 
 from engine.store.types import UTCDateTime
 
@@ -29,19 +31,48 @@ def dialect_insert(connection: Connection, table: sa.Table):
     return insert(table)
 
 
-def plus_duration(instant: sa.ColumnElement, delta: timedelta, dialect: str) -> sa.ColumnElement:
-    """`instant + delta` in SQL, typed as an instant on both databases.
+class add_seconds(FunctionElement):
+    """`instant + seconds` (an integer expression, per row or constant) as an instant,
+    exact to the microsecond on both databases.
 
-    SQLite stores instants as UTC text 'YYYY-MM-DD HH:MM:SS.ffffff'; the sum is
-    formatted the same way so it still compares (and sorts) lexically with stored
-    values and bound parameters. Sub-millisecond digits are dropped: strftime's %f
-    has three.
+    PostgreSQL adds an interval of seconds (not days: sessions are in UTC anyway, and a
+    day-interval would follow the session zone's DST); SQLite's date functions drop the
+    fraction of its stored text 'YYYY-MM-DD HH:MM:SS.ffffff', which is carried over.
+    The instant must be a column expression (its SQL text appears twice on SQLite).
     """
-    if dialect == "postgresql":
-        return sa.type_coerce(instant + sa.literal(delta, sa.Interval()), UTCDateTime())
-    seconds = delta.total_seconds()
-    shifted = sa.func.strftime("%Y-%m-%d %H:%M:%f", instant, f"{seconds:+.3f} seconds")
-    return sa.type_coerce(shifted + sa.literal("000", sa.String), UTCDateTime())
+
+    type = UTCDateTime()
+    inherit_cache = True
+    name = "add_seconds"
+
+
+@compiles(add_seconds, "sqlite")
+def _add_seconds_sqlite(element, compiler, **kw):
+    instant, seconds = list(element.clauses)
+    text = compiler.process(instant, **kw)
+    return (
+        f"(strftime('%Y-%m-%d %H:%M:%S', {text}, "
+        f"'+' || CAST({compiler.process(seconds, **kw)} AS INTEGER) || ' seconds')"
+        f" || substr({text}, 20))"
+    )
+
+
+@compiles(add_seconds, "postgresql")
+def _add_seconds_postgresql(element, compiler, **kw):
+    instant, seconds = list(element.clauses)
+    return (
+        f"({compiler.process(instant, **kw)} + "
+        f"CAST({compiler.process(seconds, **kw)} AS INTEGER) * INTERVAL '1 second')"
+    )
+
+
+def plus_duration(instant: sa.ColumnElement, delta: timedelta, dialect: str) -> sa.ColumnElement:
+    """`instant + delta` for a constant delta (whole seconds), typed as an instant.
+
+    `dialect` is kept for callers' symmetry with other helpers; the construct compiles
+    per dialect itself.
+    """
+    return add_seconds(instant, sa.literal(int(delta.total_seconds()), sa.Integer))
 
 
 def epoch_seconds(instant: sa.ColumnElement, dialect: str) -> sa.ColumnElement[int]:
