@@ -1,7 +1,8 @@
 """`create_app(settings)`: the Starlette app of `nudge serve` (docs/serve.md).
 
 Routes: `/l/<rule>/<variant>` landing pages, `/c/<token>` click tracking,
-`/u/<token>` unsubscribe (GET page, POST one-click), `/healthz`. Every route is
+`/u/<token>` unsubscribe (GET page, POST one-click), `/healthz`, the event API
+(`/v1/events`, `/v1/users`, `/openapi.json`: engine/serve/api.py). Every route is
 async; database work and rendering run in the thread pool. Middleware, outermost
 first: security headers, request body limit. Errors are small HTML pages; an
 unexpected exception is logged here and the client sees a generic 500 page.
@@ -21,12 +22,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from engine import clock
 from engine.config import Settings
 from engine.serve import clicks, landing, unsubscribe
+from engine.serve.api import API_BODY_BYTES, API_BURST, API_RATE, API_TOKEN_ENV, api_routes
+from engine.serve.openapi import OPENAPI
 from engine.serve.safety import (
     LANDING_SECRET_ENV,
     SECRET_ENV,
@@ -59,15 +62,20 @@ def create_app(
     now: Callable[[], datetime] | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     rate_limiter: TokenBucket | None = None,
+    api_token: bytes | None = None,
+    api_rate_limiter: TokenBucket | None = None,
+    max_api_body_bytes: int = API_BODY_BYTES,
 ) -> Starlette:
     """The app; `secret` defaults to NUDGE_SERVE_SECRET, `landing_secret` to
-    NUDGE_SECRET_KEY (what the links in rendered messages are signed with)."""
+    NUDGE_SECRET_KEY (what the links in rendered messages are signed with), `api_token`
+    to NUDGE_API_TOKEN (none: the /v1 event API answers 503)."""
     if store is None:
         from engine.store import open_store
 
         store = open_store(settings)
     secret = secret or secret_from_env(SECRET_ENV)
     landing_secret = landing_secret or secret_from_env(LANDING_SECRET_ENV)
+    api_token = api_token or secret_from_env(API_TOKEN_ENV)
     clock_now = now or clock.utcnow
     limiter = rate_limiter or TokenBucket(UNSUBSCRIBE_BURST, UNSUBSCRIBE_RATE)
     origins = clicks.allowed_origins(settings)
@@ -158,6 +166,9 @@ def create_app(
 
         return health_response(await run_in_threadpool(ping))
 
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(OPENAPI)
+
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         return error_page(status if status in (400, 404, 405, 413, 429) else 500)
@@ -171,6 +182,13 @@ def create_app(
         Route("/c/{token}", click, methods=["GET"]),
         Route("/u/{token}", unsubscribe_route, methods=["GET", "POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        *api_routes(
+            store,
+            token=api_token,
+            limiter=api_rate_limiter or TokenBucket(API_BURST, API_RATE),
+            now=clock_now,
+        ),
     ]
     if clicks.origin(site_base) in _own_origins(settings):
         prefix = urlsplit(site_base).path.rstrip("/")
@@ -180,7 +198,11 @@ def create_app(
         routes=routes,
         middleware=[
             Middleware(SecurityHeadersMiddleware),
-            Middleware(BodyLimitMiddleware, limit=max_body_bytes),
+            Middleware(
+                BodyLimitMiddleware,
+                limit=max_body_bytes,
+                prefix_limits={"/v1/": max_api_body_bytes},
+            ),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )

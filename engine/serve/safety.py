@@ -237,18 +237,27 @@ class BodyLimitMiddleware:
     up to the limit (bodies here are a few bytes: the one-click form) and replayed.
     """
 
-    def __init__(self, app: ASGIApp, limit: int):
+    def __init__(self, app: ASGIApp, limit: int, prefix_limits: dict[str, int] | None = None):
         self.app = app
         self.limit = limit
+        # Larger limits for some path prefixes (the event API's batches), still enforced.
+        self.prefix_limits = dict(prefix_limits or {})
+
+    def limit_for(self, path: str) -> int:
+        for prefix, limit in self.prefix_limits.items():
+            if path.startswith(prefix):
+                return limit
+        return self.limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit_for(scope.get("path", ""))
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.limit
+                    too_big = int(value) > limit
                 except ValueError:
                     too_big = True
                 if too_big:
@@ -263,7 +272,7 @@ class BodyLimitMiddleware:
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.limit:
+            if size > limit:
                 await error_page(413)(scope, receive, send)
                 return
             chunks.append(chunk)
