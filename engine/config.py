@@ -161,6 +161,9 @@ class ServeSettings(_Section):
     base_url: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8787, ge=1, le=65535)
+    # How long the links of a message keep working: the personal landing token (`?t=`)
+    # and the tracked /c/ links. Past it, a link shows the generic page.
+    link_days: int = Field(default=90, ge=1, le=3650)
 
     @field_validator("base_url")
     @classmethod

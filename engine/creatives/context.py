@@ -170,7 +170,10 @@ def build_context(
     profile_source = user.get("profile") or user
     profile = {key: profile_source.get(key) for key in PROFILE_COLUMNS}
     user_id = user.get("id")
-    token = sign_token(secret, str(user_id), rule_id) if secret and user_id else None
+    token = None
+    if secret and user_id:
+        expires_at = now + timedelta(days=settings.serve.link_days)
+        token = sign_token(secret, str(user_id), rule_id, expires_at=expires_at)
     return {
         "user": safe,
         "profile": profile,

@@ -3,7 +3,16 @@
 UTM values are lowercase slugs because GA4 is case-sensitive (`Winback` and `winback`
 would be two campaigns). Query parameters already on the base URL (a `gclid`, a shop's
 own tracking) are kept untouched. The token lets the landing page recognise the user
-(and apply their coupon) without putting an id or email in the URL in clear.
+(and apply their coupon) without putting an id or email in the URL in clear; it
+expires (`[serve] link_days`, 90 days by default), so an old forwarded message stops
+showing its reader the original recipient's name and code.
+
+Message links (`message_link_token`) are the short signed references of the tracked
+links in emails and SMS (`<serve base_url>/c/<token>`): an outbox action id, which of
+its links (landing page or shop) and an expiry, 41 characters in all, so an SMS link
+stays short. The server derives the target from the action's creative, rule and
+variant (engine/serve/clicks.py), so a token can only ever lead where the creative
+leads: there is no target in it to tamper with.
 """
 
 from __future__ import annotations
@@ -12,6 +21,8 @@ import base64
 import hashlib
 import hmac
 import re
+import struct
+from datetime import datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content")
@@ -31,26 +42,66 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _signature(secret: bytes, user_id: str, rule_id: str) -> str:
+def _signature(secret: bytes, user_id: str, rule_id: str, expires: int) -> str:
     # The rule id is signed too, so a token from one campaign cannot claim another's coupon.
-    digest = hmac.new(secret, f"{user_id}\n{rule_id}".encode(), hashlib.sha256).digest()
+    message = f"{user_id}\n{rule_id}\n{expires}".encode()
+    return _b64(hmac.new(secret, message, hashlib.sha256).digest())[:_SIGNATURE_CHARS]
+
+
+def sign_token(secret: bytes, user_id: str, rule_id: str, *, expires_at: datetime) -> str:
+    """`<user id, base64url>.<expiry, hex Unix seconds>.<HMAC-SHA256 signature>` for
+    links of one rule."""
+    expires = int(expires_at.timestamp())
+    signature = _signature(secret, user_id, rule_id, expires)
+    return f"{_b64(user_id.encode())}.{expires:x}.{signature}"
+
+
+def verify_token(secret: bytes, token: str, rule_id: str, *, now: datetime) -> str | None:
+    """The user id of a valid, unexpired token, or None (expired, tampered, other rule,
+    malformed, or the expiry-less format of earlier versions)."""
+    try:
+        encoded, expiry, signature = token.split(".")
+        user_id = _unb64(encoded).decode()
+        expires = int(expiry, 16)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    expected = _signature(secret, user_id, rule_id, expires)
+    if not hmac.compare_digest(expected, signature):
+        return None
+    return user_id if now.timestamp() < expires else None
+
+
+# -- message links: /c/<token> of the server, a signed reference to one outbox action
+
+MESSAGE_LINKS = ("landing", "shop")  # a link's index in the token
+_MESSAGE_LINK = struct.Struct(">QBI")  # outbox action id, link index, expiry (Unix seconds)
+_MESSAGE_DOMAIN = b"nudge-message-link-v1\n"
+
+
+def _message_signature(secret: bytes, payload: str) -> str:
+    digest = hmac.new(secret, _MESSAGE_DOMAIN + payload.encode(), hashlib.sha256).digest()
     return _b64(digest)[:_SIGNATURE_CHARS]
 
 
-def sign_token(secret: bytes, user_id: str, rule_id: str) -> str:
-    """`<user id, base64url>.<HMAC-SHA256 signature>` for links of one rule."""
-    return f"{_b64(user_id.encode())}.{_signature(secret, user_id, rule_id)}"
+def message_link_token(secret: bytes, action_id: int, link: str, *, expires_at: datetime) -> str:
+    """`<18 characters of payload>.<22 of signature>` for link `link` of one action."""
+    packed = _MESSAGE_LINK.pack(action_id, MESSAGE_LINKS.index(link), int(expires_at.timestamp()))
+    payload = _b64(packed)
+    return f"{payload}.{_message_signature(secret, payload)}"
 
 
-def verify_token(secret: bytes, token: str, rule_id: str) -> str | None:
-    """The user id of a valid token, or None (tampered, other rule, malformed)."""
+def read_message_link(secret: bytes, token: str) -> tuple[int, str, int] | None:
+    """(action id, link name, expiry in Unix seconds) of a token this key signed, or
+    None when it is not one (malformed, forged, tampered). The caller checks expiry."""
     try:
-        encoded, signature = token.split(".", 1)
-        user_id = _unb64(encoded).decode()
-    except (ValueError, UnicodeDecodeError):
+        payload, signature = token.split(".")
+        action_id, index, expires = _MESSAGE_LINK.unpack(_unb64(payload))
+        link = MESSAGE_LINKS[index]
+    except (ValueError, IndexError, struct.error):
         return None
-    expected = _signature(secret, user_id, rule_id)
-    return user_id if hmac.compare_digest(expected, signature) else None
+    if not hmac.compare_digest(_message_signature(secret, payload), signature):
+        return None
+    return action_id, link, expires
 
 
 def tracked_url(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,11 +137,18 @@ def available_surfaces(settings: Settings, creative: str, locale: str | None = N
 
 
 def render_creative(
-    settings: Settings, creative: str, surface: str, context: dict[str, Any]
+    settings: Settings,
+    creative: str,
+    surface: str,
+    context: dict[str, Any],
+    *,
+    wrap_link: Callable[[str, str], str] | None = None,
 ) -> RenderedSurface | Skipped:
     """Render one surface of `creative` with a context from `build_context`.
 
     The locale is the user's by the fallback chain among the creative's locales.
+    `wrap_link(name, url)`, given, replaces the creative's links (`landing`, `shop`)
+    in the template's variables: delivery passes the server's tracked-click links.
     Raises TemplateProblemError (located) when the template is broken,
     CreativeNotFoundError when the creative or surface does not exist.
     """
@@ -155,7 +163,7 @@ def render_creative(
     shown = display_path(settings, path)
     env = get_environment(settings.templates_dir.resolve())
     field = _ad_field(settings, found, surface, path, shown) if path.suffix == ".yaml" else None
-    variables = _variables(settings, found, surface, locale, context)
+    variables = _variables(found, surface, locale, context, wrap_link)
     token = environment.start_budget()
     try:
         template = (
@@ -201,9 +209,10 @@ def render_creative(
     )
 
 
-def _variables(
-    settings: Settings, found: Creative, surface: str, locale: str, context: dict[str, Any]
-) -> dict[str, Any]:
+def message_links(creative: str, surface: str, locale: str, context: dict[str, Any]):
+    """{"landing": url, "shop": url}: where a surface's links lead, with UTM parameters
+    and the user's token. The click server derives a tracked link's target with this
+    same function, so the redirect is the link the message would have carried."""
     source, medium = traffic_of(surface)
     base = context["base_url"]
     link = {
@@ -213,10 +222,32 @@ def _variables(
         "content": context["variant"],
         "token": context["token"],
     }
-    page = landing_path(found.name, locale, context["variant"])
-    landing_url = tracked_url(f"{base}/{page}", **link)
+    page = landing_path(creative, locale, context["variant"])
     origin = urlsplit(base)
-    shop_url = tracked_url(urlunsplit((origin.scheme, origin.netloc, "/", "", "")), **link)
+    return {
+        "landing": tracked_url(f"{base}/{page}", **link),
+        "shop": tracked_url(urlunsplit((origin.scheme, origin.netloc, "/", "", "")), **link),
+    }
+
+
+def creative_locale(settings: Settings, creative: str, user_locale: str | None) -> str:
+    """The locale a user reads `creative` in: theirs by the fallback chain."""
+    return choose_locale(
+        user_locale, open_creative(settings, creative).locales, settings.shop.locale
+    )
+
+
+def _variables(
+    found: Creative,
+    surface: str,
+    locale: str,
+    context: dict[str, Any],
+    wrap_link: Callable[[str, str], str] | None,
+) -> dict[str, Any]:
+    links = message_links(found.name, surface, locale, context)
+    if wrap_link is not None:
+        links = {name: wrap_link(name, url) for name, url in links.items()}
+    landing_url, shop_url = links["landing"], links["shop"]
     return {
         **context,
         "creative": found.name,

@@ -131,6 +131,7 @@ def create_app(
                 request.path_params["token"],
                 origins=origins,
                 now=clock_now(),
+                landing_secret=landing_secret,
             )
         except TokenError as exc:
             return error_page(410 if exc.expired else 400)

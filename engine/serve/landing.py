@@ -105,7 +105,7 @@ def visitor_locale(header: str | None, locales: list[str]) -> str | None:
     return None
 
 
-def _user(connection, user_id: str) -> dict[str, Any] | None:
+def user_row(connection, user_id: str) -> dict[str, Any] | None:
     columns = [users.c[name] for name in USER_FIELDS]
     row = connection.execute(sa.select(*columns).where(users.c.id == user_id)).first()
     return dict(row._mapping) if row else None
@@ -157,12 +157,16 @@ def render_landing(
 ) -> tuple[str, str | None]:
     """(page HTML, the user id the page was personalised for, or None)."""
     token = query.get(TOKEN_PARAM)
-    user_id = verify_token(landing_secret, token, use.rule_id) if token and landing_secret else None
+    user_id = (
+        verify_token(landing_secret, token, use.rule_id, now=now)
+        if token and landing_secret
+        else None
+    )
     user: dict[str, Any] | None = None
     offer = generic_offer(use)
     if user_id is not None:
         with store.read() as connection:
-            user = _user(connection, user_id)
+            user = user_row(connection, user_id)
             coupon = _coupon(connection, user_id, use.rule_id, now) if user else None
         if user is not None and coupon is not None:
             offer = coupon

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from creative_helpers import context, project
+from creative_helpers import NOW, context, project
 
 from engine.creatives import available_surfaces, render_creative, sign_token, verify_token
 from engine.creatives.loader import choose_locale
+
+EXPIRY = NOW + timedelta(days=90)  # `[serve] link_days` defaults to 90
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +57,29 @@ def test_links_carry_utm_parameters_per_surface_and_a_signed_token(settings):
         "utm_medium": ["sms"],
         "utm_campaign": ["winback-lapsed-members"],
         "utm_content": ["standard"],
-        "t": [sign_token(b"test-secret", "u1", "winback-lapsed-members")],
+        "t": [sign_token(b"test-secret", "u1", "winback-lapsed-members", expires_at=EXPIRY)],
     }
     assert parse_qs(urlsplit(ad.url).query)["utm_source"] == ["google"]
     assert parse_qs(urlsplit(ad.url).query)["utm_medium"] == ["cpc"]
     assert f'href="{landing.url.replace("&", "&amp;")}"' in landing.text
-    assert verify_token(b"test-secret", query["t"][0], "winback-lapsed-members") == "u1"
-    assert verify_token(b"test-secret", query["t"][0], "other-rule") is None
-    assert verify_token(b"other-secret", query["t"][0], "winback-lapsed-members") is None
+    token = query["t"][0]
+    assert verify_token(b"test-secret", token, "winback-lapsed-members", now=NOW) == "u1"
+    assert verify_token(b"test-secret", token, "other-rule", now=NOW) is None
+    assert verify_token(b"other-secret", token, "winback-lapsed-members", now=NOW) is None
+
+
+def test_the_personal_token_expires_after_the_configured_link_days(settings):
+    token = parse_qs(
+        urlsplit(render_creative(settings, "winback", "sms", context(settings)).url).query
+    )["t"][0]
+    rule = "winback-lapsed-members"
+    last_second = EXPIRY - timedelta(seconds=1)
+    assert verify_token(b"test-secret", token, rule, now=last_second) == "u1"
+    assert verify_token(b"test-secret", token, rule, now=EXPIRY) is None
+    # The expiry is signed: moving it later breaks the signature.
+    encoded, expiry, signature = token.split(".")
+    later = f"{encoded}.{int(expiry, 16) + 86400:x}.{signature}"
+    assert verify_token(b"test-secret", later, rule, now=NOW) is None
 
 
 def test_ads_never_see_raw_contact_points(settings):

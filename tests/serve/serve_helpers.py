@@ -93,11 +93,19 @@ def add_coupon(store, user_id: str, code: str = CODE, *, rule_id: str = RULE, **
         connection.execute(sa.insert(Coupon.__table__), row)
 
 
-def plan_email(store, user_id: str, *, decision_id: int, creative: str = "winback") -> None:
-    """A planned coupon + email of one decision, as the planner writes them."""
+def plan_email(
+    store,
+    user_id: str,
+    *,
+    decision_id: int,
+    creative: str = "winback",
+    channel: str = "email",
+    variant: str | None = None,
+) -> None:
+    """A planned coupon + email (or SMS) of one decision, as the planner writes them."""
     for kind, payload in (
         ("coupon", {"value": 20, "expires_in": "14d"}),
-        ("email", {"creative": creative}),
+        (channel, {"creative": creative}),
     ):
         key = hashlib.sha256(f"{RULE}:{user_id}:{decision_id}:{kind}".encode()).hexdigest()
         row = {
@@ -108,6 +116,7 @@ def plan_email(store, user_id: str, *, decision_id: int, creative: str = "winbac
             "user_id": user_id,
             "kind": kind,
             "channel": kind,
+            "variant": variant,
             "priority": 0,
             "payload": payload,
             "state": "planned",

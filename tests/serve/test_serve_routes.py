@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import timedelta
-from urllib.parse import urlsplit
+from email import message_from_bytes, policy
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -23,7 +26,7 @@ from serve_helpers import (
     serve_project,
 )
 
-from engine.creatives.links import sign_token
+from engine.creatives.links import message_link_token, sign_token
 from engine.delivery.channels import ChannelSet, NoopChannel
 from engine.delivery.dispatcher import dispatch_until_idle
 from engine.delivery.unsubscribe import ensure_tokens
@@ -35,6 +38,7 @@ from engine.store.people import User
 
 NOW = T0 + timedelta(hours=1)
 LANDING = f"/l/{RULE}/standard"
+SITE = "https://shop.example.com/lp"  # `[delivery] base_url`
 TARGET = "https://shop.example.com/lp/winback/en/standard.html?utm_source=email&utm_medium=email&utm_campaign=winback-lapsed-members&x=1"
 
 
@@ -76,8 +80,8 @@ def assert_security_headers(response):
     assert "default-src 'none'" in response.headers["content-security-policy"]
 
 
-def token(user_id="u1", rule=RULE, secret=LANDING_SECRET):
-    return sign_token(secret, user_id, rule)
+def token(user_id="u1", rule=RULE, secret=LANDING_SECRET, expires_at=NOW + timedelta(days=90)):
+    return sign_token(secret, user_id, rule, expires_at=expires_at)
 
 
 # -- landing pages
@@ -142,9 +146,11 @@ def test_personalised_page_without_a_live_coupon_shows_the_generic_offer(served)
         "garbage",
         token()[:-2] + "AA",  # tampered signature
         token("u2")[:-3] + token()[-3:],  # spliced
-        sign_token(LANDING_SECRET, "u1", "double-eleven"),  # another rule's token
-        sign_token(b"other-secret", "u1", RULE),  # forged with another key
-        sign_token(LANDING_SECRET, "ghost", RULE),  # a user the store does not have
+        token(rule="double-eleven"),  # another rule's token
+        token(secret=b"other-secret"),  # forged with another key
+        token("ghost"),  # a user the store does not have
+        token(expires_at=NOW),  # expired this very second
+        token().split(".")[0] + "." + token().split(".")[2],  # no expiry (the old format)
     ],
 )
 def test_invalid_landing_token_shows_the_generic_page_and_records_nothing(served, bad):
@@ -395,3 +401,82 @@ def test_static_site_paths_are_served_when_the_landing_site_is_this_server(proje
         assert client.get("/winback/en/standard.html").status_code == 404
     finally:
         store.dispose()
+
+
+# -- the tracked links of dispatched emails and SMS
+
+
+def html_of(sent) -> str:
+    message = message_from_bytes(sent.message.as_bytes(), policy=policy.default)
+    return message.get_body(("html",)).get_content()
+
+
+def dispatched_links(served, monkeypatch, channel: str) -> list[str]:
+    """The /c/ links of the winback message dispatched to u1 on `channel`."""
+    monkeypatch.setenv("NUDGE_SERVE_SECRET", SERVE_SECRET.decode())
+    monkeypatch.setenv("NUDGE_SECRET_KEY", LANDING_SECRET.decode())
+    with served.store.begin() as connection:
+        users = User.__table__
+        connection.execute(
+            sa.update(users).where(users.c.id == "u1").values(phone="+8613800138000")
+        )
+    plan_email(served.store, "u1", decision_id=7, channel=channel, variant="standard")
+    sink = NoopChannel()
+    channels = ChannelSet({channel: sink})
+    dispatch_until_idle(served.store, now=NOW, worker_id="w", channels=channels)
+    [sent] = sink.sent
+    if channel == "email":
+        text = html_of(sent)
+    else:
+        text = json.dumps(sent.body)
+    assert "https://shop.example.com/lp/" not in text  # every link goes through /c/
+    return sorted(set(re.findall(r"https://go\.example\.com/c/[\w.-]+", text)))
+
+
+@pytest.mark.parametrize("channel", ["email", "sms"])
+def test_dispatched_links_record_the_click_and_lead_where_the_message_would(
+    served, monkeypatch, channel
+):
+    links = dispatched_links(served, monkeypatch, channel)
+    assert all(len(link) <= len("https://go.example.com/c/") + 41 for link in links)
+    targets = []
+    for link in links:
+        response = served.get(urlsplit(link).path)
+        assert response.status_code == 302
+        targets.append(response.headers["location"])
+    [landing] = [t for t in targets if t.startswith(f"{SITE}/winback/en/standard.html?")]
+    query = dict(parse_qsl(urlsplit(landing).query))
+    assert query["utm_source"] == channel and query["utm_campaign"] == RULE
+    # The target's token opens the user's own page: their code, their name.
+    assert query["utm_content"] == "standard"
+    page = served.get(f"{LANDING}?t={query['t']}", headers={"accept-language": "en"})
+    assert "Hi Alex!" in page.text
+    clicks = [e for e in events_of(served.store, "u1") if e["type"] == f"{channel}_click"]
+    assert len(clicks) == len(links)
+    click = clicks[targets.index(landing)]
+    assert click["properties"]["decision_id"] == 7
+    assert click["properties"]["rule_id"] == RULE
+    assert click["utm_source"] == channel
+
+
+def test_dispatched_links_expire_and_refuse_tampering(served, monkeypatch):
+    [link, *_] = dispatched_links(served, monkeypatch, "email")
+    path = urlsplit(link).path
+    payload, signature = path.removeprefix("/c/").split(".")
+    assert served.get(f"/c/{payload}.{signature[:-2]}AA").status_code == 400
+    other_action = message_link_token(SERVE_SECRET, 999, "landing", expires_at=NOW + timedelta(1))
+    assert served.get(f"/c/{other_action}").status_code == 400  # no such message
+    served.clock.now = NOW + timedelta(days=90)  # `[serve] link_days`
+    assert served.get(path).status_code == 410
+    assert [e for e in events_of(served.store) if e["type"] == "email_click"] == []
+
+
+def test_without_the_serve_secret_links_go_straight_to_their_target(served, monkeypatch):
+    monkeypatch.delenv("NUDGE_SERVE_SECRET", raising=False)
+    plan_email(served.store, "u1", decision_id=7)
+    sink = NoopChannel()
+    dispatch_until_idle(served.store, now=NOW, worker_id="w", channels=ChannelSet({"email": sink}))
+    [sent] = sink.sent
+    html = html_of(sent)
+    assert f"{SITE}/winback/en/default.html?" in html
+    assert "/c/" not in html
