@@ -116,11 +116,14 @@ def store_url(backend, project_dir, sqlite_template, request) -> str:
 
 def _truncate_all(url: str) -> None:
     engine = create_engine_for(url)
-    # The install id is made once by the migration, like a real database's.
-    tables = [table for table in metadata.sorted_tables if table.name != "installation"]
+    # The install id and the change counter's row are made once by the migration, like
+    # a real database's: the counter is reset, not emptied.
+    kept = {"installation", "change_counters"}
+    tables = [table for table in metadata.sorted_tables if table.name not in kept]
     names = ", ".join(f'"{table.name}"' for table in tables)
     with engine.begin() as connection:
         connection.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        connection.exec_driver_sql("UPDATE change_counters SET version = 0")
     engine.dispose()
 
 
