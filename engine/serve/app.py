@@ -2,7 +2,8 @@
 
 Routes: `/l/<rule>/<variant>` landing pages, `/c/<token>` click tracking,
 `/u/<token>` unsubscribe (GET page, POST one-click), `/healthz`, the event API
-(`/v1/events`, `/v1/users`, `/openapi.json`: engine/serve/api.py). Every route is
+(`/v1/events`, `/v1/users`, `/openapi.json`: engine/serve/api.py), the read-only
+operator console (`/console...`: engine/serve/console/). Every route is
 async; database work and rendering run in the thread pool. Middleware, outermost
 first: security headers, request body limit. Errors are small HTML pages; an
 unexpected exception is logged here and the client sees a generic 500 page.
@@ -29,6 +30,8 @@ from engine import clock
 from engine.config import Settings
 from engine.serve import clicks, landing, unsubscribe
 from engine.serve.api import API_BODY_BYTES, API_BURST, API_RATE, API_TOKEN_ENV, api_routes
+from engine.serve.console import CONSOLE_BURST, CONSOLE_RATE, console_routes
+from engine.serve.console.access import console_token as resolve_console_token
 from engine.serve.openapi import OPENAPI
 from engine.serve.safety import (
     LANDING_SECRET_ENV,
@@ -65,10 +68,13 @@ def create_app(
     api_token: bytes | None = None,
     api_rate_limiter: TokenBucket | None = None,
     max_api_body_bytes: int = API_BODY_BYTES,
+    console_token: bytes | None = None,
+    console_rate_limiter: TokenBucket | None = None,
 ) -> Starlette:
     """The app; `secret` defaults to NUDGE_SERVE_SECRET, `landing_secret` to
     NUDGE_SECRET_KEY (what the links in rendered messages are signed with), `api_token`
-    to NUDGE_API_TOKEN (none: the /v1 event API answers 503)."""
+    to NUDGE_API_TOKEN (none: the /v1 event API answers 503), `console_token` to
+    NUDGE_CONSOLE_TOKEN, else the API token (none: the console answers 503)."""
     if store is None:
         from engine.store import open_store
 
@@ -76,6 +82,7 @@ def create_app(
     secret = secret or secret_from_env(SECRET_ENV)
     landing_secret = landing_secret or secret_from_env(LANDING_SECRET_ENV)
     api_token = api_token or secret_from_env(API_TOKEN_ENV)
+    console_token = resolve_console_token(console_token, api_token)
     clock_now = now or clock.utcnow
     limiter = rate_limiter or TokenBucket(UNSUBSCRIBE_BURST, UNSUBSCRIBE_RATE)
     origins = clicks.allowed_origins(settings)
@@ -188,6 +195,12 @@ def create_app(
             store,
             token=api_token,
             limiter=api_rate_limiter or TokenBucket(API_BURST, API_RATE),
+            now=clock_now,
+        ),
+        *console_routes(
+            store,
+            token=console_token,
+            limiter=console_rate_limiter or TokenBucket(CONSOLE_BURST, CONSOLE_RATE),
             now=clock_now,
         ),
     ]
