@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 from engine.config import CONFIG_FILE
+from engine.rules.schema import SCHEMA_FILE, schema_text
 
 # The repository's own rules/ and templates/ ship as the examples of a new project.
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +43,12 @@ known = [
 
 
 def scaffold(folder: Path, *, name: str | None = None, examples: bool = True) -> list[Path]:
-    """Create nudge.toml, rules/ and templates/ in `folder`; returns what was created.
+    """Create nudge.toml, rules/, templates/ and rule.schema.json in `folder`; returns
+    what was created.
+
+    rule.schema.json is what the first line of every rule file points editors at
+    (`# yaml-language-server: $schema=../rule.schema.json`), generated from this
+    version's models, action kinds and stages.
 
     Never overwrites: an existing nudge.toml is an error left to the caller to report.
     """
@@ -61,4 +67,8 @@ def scaffold(folder: Path, *, name: str | None = None, examples: bool = True) ->
         else:
             target.mkdir(exist_ok=True)
         created.append(target)
+    schema = folder / SCHEMA_FILE
+    if not schema.exists():
+        schema.write_text(schema_text(), encoding="utf-8")
+        created.append(schema)
     return created

@@ -1,9 +1,10 @@
 """Rule unit tests (`nudge test`): rules/tests/*.yaml run on a throw-away database.
 
-Each test gives users and events with times relative to a fixed `now`, ingests them
-through the normal ingest path into a fresh SQLite file, evaluates every rule at one
-or more ticks through the normal planner, and compares exactly which users each
-named rule planned for, held out and suppressed (with the reason).
+Each test gives users and events with times relative to a fixed `now` (the file's,
+or the test's own), ingests them through the normal ingest path into a fresh SQLite
+file, evaluates every rule at one or more ticks through the normal planner, and
+compares exactly which users each named rule planned for, held out and suppressed
+(with the reason). The file format and its located errors: ruletest_file.py.
 
 ```yaml
 now: 2026-11-11T10:00:00+08:00
@@ -20,6 +21,9 @@ tests:
         held_out: []
         suppressed: {u2: no_consent}
         variants: {u1: standard}   # optional
+  - name: a test of another day says so with its own `now`
+    now: 2026-12-11T10:00:00+08:00
+    ...
 ```
 """
 
@@ -29,62 +33,24 @@ import json
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
+from engine.checking.ruletest_file import (
+    TIME_FIELDS_EVENTS,
+    TIME_FIELDS_USERS,
+    Expectation,
+    load_test_file,
+    relative_offset,
+)
 from engine.config import Settings
-from engine.durations import parse_duration
-from engine.errors import NudgeError
+from engine.errors import LocatedError, NudgeError
 from engine.store import Store
 from engine.store.database import create_engine_for
 from engine.store.planning import Decision
-
-TIME_FIELDS_USERS = ("member_since", "unsubscribed_at")
-TIME_FIELDS_EVENTS = ("at", "occurred_at", "time")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Expectation(_Strict):
-    rule: str
-    planned: list[str] | None = None
-    held_out: list[str] | None = None
-    shadow: list[str] | None = None
-    suppressed: dict[str, str] | None = None
-    variants: dict[str, str] | None = None
-
-
-class RuleTestCase(_Strict):
-    name: str
-    users: list[dict[str, Any]] = Field(default_factory=list)
-    events: list[dict[str, Any]] = Field(default_factory=list)
-    ticks: list[str] = Field(default_factory=lambda: ["0"])
-    expect: list[Expectation] = Field(min_length=1)
-
-    @field_validator("ticks", mode="before")
-    @classmethod
-    def _ticks_as_text(cls, value: Any) -> Any:
-        return [str(item) for item in value] if isinstance(value, list) else value
-
-
-class RuleTestFile(_Strict):
-    now: datetime
-    tests: list[RuleTestCase] = Field(min_length=1)
-
-    @field_validator("now")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("'now' needs a time zone offset, e.g. 2026-11-11T10:00:00+08:00")
-        return value
 
 
 @dataclass
@@ -129,41 +95,17 @@ def relative_time(value: Any, now: datetime) -> Any:
         text = value.strip()
         if text in ("0", "now"):
             return now.isoformat()
-        sign = -1 if text.startswith("-") else 1
-        body = text.lstrip("+-")
-        if text[:1] in "+-" and body:
-            return (now + sign * parse_duration(body)).isoformat()
+        if text[:1] in ("+", "-") and text[1:]:
+            return (now + relative_offset(text)).isoformat()
     if isinstance(value, datetime):
         return value.isoformat()
     return value
-
-
-def tick_offset(text: str) -> timedelta:
-    text = text.strip()
-    if text in ("0", "now"):
-        return timedelta()
-    sign = -1 if text.startswith("-") else 1
-    return sign * parse_duration(text.lstrip("+-"))
 
 
 def discover(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     return sorted(p for p in path.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
-
-
-def load_test_file(path: Path) -> RuleTestFile:
-    yaml = YAML(typ="safe")
-    yaml.version = (1, 2)
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"))
-        return RuleTestFile.model_validate(data)
-    except YAMLError as exc:
-        raise NudgeError(f"{path}: {exc}") from None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise NudgeError(f"{path}: {where}: {first['msg']}") from None
 
 
 def run_rule_tests(settings: Settings, path: Path, ruleset) -> TestRun:
@@ -175,15 +117,17 @@ def run_rule_tests(settings: Settings, path: Path, ruleset) -> TestRun:
         for file in discover(path):
             try:
                 spec = load_test_file(file)
-            except NudgeError as exc:
-                run.results.append(CaseResult(file=file, name="(file)", failures=[str(exc)]))
+            except LocatedError as exc:
+                failures = [d.render(relative_to=Path.cwd()) for d in exc.diagnostics]
+                run.results.append(CaseResult(file=file, name="(file)", failures=failures))
                 continue
             for index, case in enumerate(spec.tests):
                 database = Path(scratch) / f"case-{len(run.results)}-{index}.db"
                 shutil.copyfile(template, database)
                 result = CaseResult(file=file, name=case.name)
                 try:
-                    result.failures = _run_case(settings, database, spec.now, case, ruleset)
+                    now = spec.now_of(case)
+                    result.failures = _run_case(settings, database, now, case, ruleset)
                 except NudgeError as exc:
                     result.failures = [str(exc)]
                 run.results.append(result)
@@ -223,7 +167,7 @@ def _run_case(settings: Settings, database: Path, now: datetime, case, ruleset) 
                 first = report.rejected[0]
                 return [f"test data rejected: {kind} line {first.line}: {first.reason}"]
         for tick in case.ticks:
-            evaluation = evaluate(store, ruleset, at=now + tick_offset(tick), mode="test")
+            evaluation = evaluate(store, ruleset, at=now + relative_offset(tick), mode="test")
             for outcome in evaluation.outcomes:
                 if outcome.status == "failed":
                     return [f"rule {outcome.rule_id} failed at tick {tick}: {outcome.error}"]
