@@ -1,32 +1,46 @@
-"""Dispatch benchmark: outbox drain rate with a no-op channel, SMTP and webhooks.
+"""Dispatch benchmark: outbox drain rate against the limit of the same work done by hand.
 
-Fills a fresh outbox (SQLite file and/or a PostgreSQL database created on
-NUDGE_BENCH_POSTGRES_URL and dropped afterwards) and drains it with
-`dispatch_until_idle`, through the real policies and action kinds:
+Each case fills a fresh outbox (SQLite file, or a PostgreSQL database created on
+NUDGE_BENCH_POSTGRES_URL and dropped afterwards), drains it with `dispatch_until_idle`
+through the real policies and action kinds, and then checks that the work was done:
+every action `sent` in the outbox and, for SMTP and webhooks, every message counted
+(once) by the sink. Beside it, in the same run, the limit: the same rows claimed and
+marked sent by two hand-written statements per batch (noop), or the same number of
+messages of the same size sent with raw smtplib / httpx to the same sink. Nudge and
+its limit alternate, `--repeat` times; min and median are printed, and the ratio.
 
 - noop: webhook actions into a channel that accepts everything (dispatcher overhead);
   targets >= 20,000 actions/s on SQLite, >= 10,000/s on PostgreSQL;
-- smtp: email actions rendered from templates/winback, over one pooled connection to
-  a local aiosmtpd server; target >= 200 emails/s;
-- webhook: signed POSTs over httpx keep-alive to a local HTTP server; target >= 500/s.
+- smtp: coupon + email actions of templates/winback (the coupon issued by a first,
+  untimed pass, as the planner's coupon action does), one SMTP connection to an
+  aiosmtpd sink; target >= 0.9x raw smtplib on one connection;
+- smtp-pool: the same over `--connections` (default 4) pooled connections, against
+  raw smtplib on as many threads; target >= 1,000 emails/s;
+- webhook / webhook-pool: signed POSTs over httpx keep-alive to a local HTTP sink,
+  one at a time / `--connections` at once.
 
-    .venv/bin/python bench/dispatch.py                          # all, both backends
-    .venv/bin/python bench/dispatch.py --only noop --backend sqlite -n 50000
+Sinks run in their own process, so that they do not take the measured process's CPU.
+
+    .venv/bin/python bench/dispatch.py                           # every case
+    .venv/bin/python bench/dispatch.py --only noop --backend sqlite -n 50000 --json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
+import smtplib
+import socket
+import statistics
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -46,47 +60,65 @@ from engine.store.people import User  # noqa: E402
 from engine.store.planning import OutboxAction  # noqa: E402
 
 NOW = datetime(2026, 11, 11, 2, 0, tzinfo=UTC)
+EMAILS_DUE = NOW + timedelta(seconds=1)  # after the coupon pass
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+COUPON = {"value": 20, "currency": "CNY", "min_order": 100, "expires_in": "14d"}
+CASES = ("noop", "smtp", "smtp-pool", "webhook", "webhook-pool")
+DEFAULT_N = {"noop": 20_000, "smtp": 2_000, "smtp-pool": 2_000, "webhook": 2_000}
+outbox = OutboxAction.__table__
 
 
-def fill(store: Store, n: int, kind: str, payload: dict) -> None:
-    users, rows = [], []
-    for i in range(n):
-        user_id = f"u{i:07d}"
-        users.append(
-            {
-                "id": user_id,
-                "email": f"{user_id}@example.com",
-                "locale": "en",
-                "email_opt_in": True,
-                "sms_opt_in": True,
-                "ads_opt_in": True,
-                "attributes": {},
-                "created_at": NOW,
-                "updated_at": NOW,
-            }
-        )
-        rows.append(
-            {
-                "idempotency_key": uuid.uuid4().hex,
-                "decision_id": i,
-                "run_id": 1,
-                "rule_id": "bench",
-                "user_id": user_id,
-                "kind": kind,
-                "channel": kind,
-                "priority": 0,
-                "payload": payload,
-                "state": "planned",
-                "attempts": 0,
-                "next_attempt_at": NOW,
-                "created_at": NOW,
-                "updated_at": NOW,
-            }
-        )
+# --- the outbox ---------------------------------------------------------------------
+
+
+def action_row(i: int, kind: str, payload: dict, *, due: datetime = NOW) -> dict:
+    return {
+        "idempotency_key": uuid.uuid4().hex,
+        "decision_id": i,
+        "run_id": 1,
+        "rule_id": "bench",
+        "user_id": f"u{i:07d}",
+        "kind": kind,
+        "channel": kind,
+        "priority": 0,
+        "payload": payload,
+        "state": "planned",
+        "attempts": 0,
+        "next_attempt_at": due,
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+
+
+def fill(store: Store, n: int, actions: list[tuple[str, dict, datetime]]) -> None:
+    """n users, and for each the given (kind, payload, due) actions of one decision."""
+    users = [
+        {
+            "id": f"u{i:07d}",
+            "email": f"u{i:07d}@example.com",
+            "name": f"Ada {i}",
+            "locale": "en",
+            "email_opt_in": True,
+            "sms_opt_in": True,
+            "ads_opt_in": True,
+            "attributes": {},
+            "created_at": NOW,
+            "updated_at": NOW,
+        }
+        for i in range(n)
+    ]
+    rows = [
+        action_row(i, kind, payload, due=due) for kind, payload, due in actions for i in range(n)
+    ]
     with store.begin() as connection:
         connection.execute(sa.insert(User.__table__), users)
-        connection.execute(sa.insert(OutboxAction.__table__), rows)
+        connection.execute(sa.insert(outbox), rows)
+
+
+def sent_count(store: Store, kind: str) -> int:
+    query = sa.select(sa.func.count()).where(outbox.c.kind == kind, outbox.c.state == "sent")
+    with store.read() as connection:
+        return connection.execute(query).scalar_one()
 
 
 class Backend:
@@ -121,91 +153,337 @@ class Backend:
             self.admin.dispose()
 
 
-def drain(store: Store, channels: ChannelSet, batch_size: int) -> tuple[float, dict]:
+# --- sinks, each in its own process ---------------------------------------------------
+
+
+def _smtp_sink(port: int, pipe) -> None:
+    from aiosmtpd.controller import Controller
+
+    seen: set[bytes] = set()
+    counts = {"messages": 0, "bytes": 0}
+    lock = threading.Lock()
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802
+            content = envelope.original_content or envelope.content
+            start = content.find(b"Message-ID:")
+            key = content[start : content.find(b"\n", start)] if start >= 0 else b""
+            with lock:
+                counts["messages"] += 1
+                counts["bytes"] += len(content)
+                seen.add(key)
+            return "250 OK"
+
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    _serve_counts(pipe, lock, counts, seen)
+    controller.stop()
+
+
+class _HttpSink:
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler
+
+        sink = self
+        self.seen: set[str] = set()
+        self.counts = {"messages": 0, "bytes": 0}
+        self.lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a real webhook receiver
+
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                with sink.lock:
+                    sink.counts["messages"] += 1
+                    sink.counts["bytes"] += len(body)
+                    sink.seen.add(self.headers.get("webhook-id", ""))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.handler = Handler
+
+
+def _http_sink(port: int, pipe) -> None:
+    from http.server import ThreadingHTTPServer
+
+    sink = _HttpSink()
+    server = ThreadingHTTPServer(("127.0.0.1", port), sink.handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _serve_counts(pipe, sink.lock, sink.counts, sink.seen)
+    server.shutdown()
+
+
+def _serve_counts(pipe, lock, counts, seen) -> None:
+    pipe.send("ready")
+    while pipe.recv() == "count":
+        with lock:
+            pipe.send({**counts, "distinct": len(seen)})
+
+
+class Sink:
+    """A sink process; `counts()` = messages, bytes and distinct keys received so far."""
+
+    # A thread of the measured process instead (--sink-in-process): the sink then takes
+    # the measured process's CPU, as the figures of issue 12 did.
+    in_process = False
+
+    def __init__(self, kind: str):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.pipe, child = multiprocessing.Pipe()
+        target = _smtp_sink if kind == "smtp" else _http_sink
+        runner = threading.Thread if self.in_process else multiprocessing.Process
+        self.process = runner(target=target, args=(self.port, child), daemon=True)
+        self.process.start()
+        assert self.pipe.recv() == "ready"
+
+    def counts(self) -> dict:
+        self.pipe.send("count")
+        return self.pipe.recv()
+
+    def close(self) -> None:
+        self.pipe.send("stop")
+        self.process.join(5)
+
+
+# --- Nudge and the limit, one run each -------------------------------------------------
+
+
+def timed(work) -> float:
     started = time.perf_counter()
-    report = dispatch_until_idle(
-        store, now=NOW, worker_id="bench", channels=channels, batch_size=batch_size
-    )
-    return time.perf_counter() - started, report.as_dict()
+    work()
+    return time.perf_counter() - started
 
 
-class _Sink(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as a real webhook receiver would
-
-    def do_POST(self):  # noqa: N802
-        self.rfile.read(int(self.headers["content-length"]))
-        self.send_response(200)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def run(case: str, backend: str, n: int, folder: Path) -> dict:
+def nudge_noop(backend: str, n: int, folder: Path, _sink, _width) -> float:
     with Backend(backend, folder) as store:
-        if case == "noop":
-            fill(store, n, "webhook", {"url": "https://example.com/hook"})
-            seconds, report = drain(store, ChannelSet({"webhook": NoopChannel()}), 1000)
-        elif case == "webhook":
-            server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-            url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-            fill(store, n, "webhook", {"url": url})
-            with ChannelSet({"webhook": HttpChannel()}) as channels:
-                seconds, report = drain(store, channels, 500)
-            server.shutdown()
-        else:
-            from aiosmtpd.controller import Controller
+        fill(store, n, [("webhook", {"url": "https://example.com/hook"}, NOW)])
+        channel = NoopChannel()
+        seconds = timed(lambda: drain(store, ChannelSet({"webhook": channel}), 1000, NOW, n))
+        assert len(channel.sent) == n and sent_count(store, "webhook") == n
+    return seconds
 
-            class Handler:
-                async def handle_DATA(self, server, session, envelope):
-                    return "250 OK"
 
-            import socket
+def limit_noop(backend: str, n: int, folder: Path, _sink, _width) -> float:
+    """The same rows claimed and marked sent by hand: two statements per 1,000 rows."""
+    claim = sa.text(
+        "UPDATE outbox SET state = 'claimed', claimed_by = :holder, lease_until = :lease, "
+        "attempts = attempts + 1, updated_at = :now WHERE id IN (SELECT id FROM outbox "
+        "WHERE state = 'planned' AND next_attempt_at <= :now "
+        "ORDER BY priority DESC, next_attempt_at, id LIMIT 1000) "
+        "RETURNING id, idempotency_key, user_id, kind, payload"
+    ).bindparams(
+        sa.bindparam("now", type_=outbox.c.updated_at.type),
+        sa.bindparam("lease", type_=outbox.c.lease_until.type),
+    )
+    mark = sa.text(
+        "UPDATE outbox SET state = 'sent', sent_at = :now, lease_until = NULL, "
+        "updated_at = :now WHERE id IN :ids AND claimed_by = :holder"
+    ).bindparams(
+        sa.bindparam("ids", expanding=True), sa.bindparam("now", type_=outbox.c.updated_at.type)
+    )
+    with Backend(backend, folder) as store:
+        fill(store, n, [("webhook", {"url": "https://example.com/hook"}, NOW)])
+        at, lease = NOW, NOW + timedelta(minutes=5)
 
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = probe.getsockname()[1]
-            controller = Controller(Handler(), hostname="127.0.0.1", port=port)
-            controller.start()
-            fill(store, n, "email", {"creative": "winback"})
-            with ChannelSet({"email": SmtpChannel("127.0.0.1", port)}) as channels:
-                seconds, report = drain(store, channels, 500)
-            controller.stop()
+        def work():
+            while True:
+                with store.begin() as connection:
+                    rows = connection.execute(
+                        claim, {"holder": "limit", "lease": lease, "now": at}
+                    ).all()
+                if not rows:
+                    return
+                with store.begin() as connection:
+                    ids = [row[0] for row in rows]
+                    connection.execute(mark, {"now": at, "ids": ids, "holder": "limit"})
+
+        seconds = timed(work)
+        assert sent_count(store, "webhook") == n
+    return seconds
+
+
+def nudge_smtp(backend: str, n: int, folder: Path, sink: Sink, width: int) -> float:
+    with Backend(backend, folder) as store:
+        fill(store, n, [("coupon", COUPON, NOW), ("email", {"creative": "winback"}, EMAILS_DUE)])
+        drain(store, ChannelSet({}), 500, NOW, n)  # the coupon actions: not timed
+        before = sink.counts()
+        pool = {"connections": width} if width > 1 else {}  # (runs on older code too)
+        channel = SmtpChannel("127.0.0.1", sink.port, **pool)
+        with ChannelSet({"email": channel}) as channels:
+            seconds = timed(lambda: drain(store, channels, 500, EMAILS_DUE, n))
+        assert sent_count(store, "email") == n
+        _assert_received(sink, before, n)
+        SAMPLE["smtp"] = (sink.counts()["bytes"] - before["bytes"]) // n
+    return seconds
+
+
+def limit_smtp(_backend: str, n: int, _folder: Path, sink: Sink, width: int) -> float:
+    """n messages of the size Nudge sent, raw smtplib on `width` connections."""
+    size = SAMPLE.get("smtp", 6000)
+    body = (b"x" * 76 + b"\r\n") * max(1, size // 78)
+    before = sink.counts()
+
+    def send(part: range) -> None:
+        with smtplib.SMTP("127.0.0.1", sink.port) as connection:
+            for i in part:
+                head = f"Message-ID: <{i}.{uuid.uuid4().hex}@limit>\r\nSubject: x\r\n\r\n"
+                connection.sendmail("shop@example.com", [f"u{i}@example.com"], head.encode() + body)
+
+    seconds = timed(lambda: _in_threads(send, n, width))
+    _assert_received(sink, before, n)
+    return seconds
+
+
+def nudge_webhook(backend: str, n: int, folder: Path, sink: Sink, width: int) -> float:
+    with Backend(backend, folder) as store:
+        url = f"http://127.0.0.1:{sink.port}/hook"
+        fill(store, n, [("webhook", {"url": url}, NOW)])
+        before = sink.counts()
+        pool = {"concurrency": width} if width > 1 else {}
+        with ChannelSet({"webhook": HttpChannel(**pool)}) as channels:
+            seconds = timed(lambda: drain(store, channels, 500, NOW, n))
+        assert sent_count(store, "webhook") == n
+        _assert_received(sink, before, n)
+        SAMPLE["webhook"] = (sink.counts()["bytes"] - before["bytes"]) // n
+    return seconds
+
+
+def limit_webhook(_backend: str, n: int, _folder: Path, sink: Sink, width: int) -> float:
+    """n JSON POSTs of the size Nudge sent, raw httpx on `width` threads."""
+    import httpx
+
+    url = f"http://127.0.0.1:{sink.port}/hook"
+    padding = "x" * max(0, SAMPLE.get("webhook", 250) - 40)
+    before = sink.counts()
+    with httpx.Client() as client:
+
+        def send(part: range) -> None:
+            for i in part:
+                body = json.dumps({"i": i, "pad": padding}).encode()
+                headers = {"webhook-id": uuid.uuid4().hex, "content-type": "application/json"}
+                client.post(url, content=body, headers=headers).raise_for_status()
+
+        seconds = timed(lambda: _in_threads(send, n, width))
+    _assert_received(sink, before, n)
+    return seconds
+
+
+SAMPLE: dict[str, int] = {}  # bytes per message Nudge sent, for the limit's messages
+
+
+def drain(store: Store, channels: ChannelSet, batch_size: int, at: datetime, n: int) -> None:
+    report = dispatch_until_idle(
+        store, now=at, worker_id="bench", channels=channels, batch_size=batch_size
+    )
+    assert dict(report.outcomes) == {"sent": n}, report.as_dict()
+
+
+def _assert_received(sink: Sink, before: dict, n: int) -> None:
+    after = sink.counts()
+    received = after["messages"] - before["messages"]
+    distinct = after["distinct"] - before["distinct"]
+    assert received == n and distinct == n, f"sink got {received} ({distinct} distinct) of {n}"
+
+
+def _in_threads(send, n: int, width: int) -> None:
+    parts = [range(start, n, width) for start in range(width)]
+    threads = [threading.Thread(target=send, args=(part,)) for part in parts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+RUNS = {
+    "noop": (nudge_noop, limit_noop, None),
+    "smtp": (nudge_smtp, limit_smtp, "smtp"),
+    "webhook": (nudge_webhook, limit_webhook, "http"),
+}
+
+
+def measure(case: str, backend: str, n: int, width: int, repeat: int, folder: Path) -> dict:
+    """Nudge and its limit, alternating (which goes first alternates too)."""
+    base = case.removesuffix("-pool")
+    nudge, limit, sink_kind = RUNS[base]
+    width = width if case.endswith("-pool") else 1
+    sink = Sink(sink_kind) if sink_kind else None
+    times: dict[str, list[float]] = {"nudge": [], "limit": []}
+    try:
+        for round_ in range(repeat):
+            order = [("nudge", nudge), ("limit", limit)]
+            for name, run in order if round_ % 2 == 0 else reversed(order):
+                times[name].append(run(backend, n, folder, sink, width))
+    finally:
+        if sink is not None:
+            sink.close()
+
+    def rates(seconds: list[float]) -> dict:
+        return {
+            "best": round(n / min(seconds)),
+            "median": round(n / statistics.median(seconds)),
+            "seconds": [round(s, 3) for s in seconds],
+        }
+
+    nudge_rates, limit_rates = rates(times["nudge"]), rates(times["limit"])
     return {
         "case": case,
         "backend": backend,
         "n": n,
-        "seconds": round(seconds, 2),
-        "per_second": round(n / seconds),
-        "report": report,
+        "width": width,
+        "nudge": nudge_rates,
+        "limit": limit_rates,
+        "ratio": round(nudge_rates["median"] / limit_rates["median"], 2),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=None, help="actions per case")
-    parser.add_argument("--only", choices=["noop", "smtp", "webhook"], action="append")
+    parser.add_argument("-n", type=int, default=None, help="actions per run")
+    parser.add_argument("--only", choices=CASES, action="append")
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], action="append")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each, alternating")
+    parser.add_argument("--connections", type=int, default=4, help="width of the -pool cases")
+    parser.add_argument("--sink-in-process", action="store_true", help="sinks as threads")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    defaults = {"noop": 50_000, "smtp": 2_000, "webhook": 5_000}
+    Sink.in_process = args.sink_in_process
+    load_before = os.getloadavg()
     results = []
     with tempfile.TemporaryDirectory() as folder:
-        for case in args.only or ["noop", "smtp", "webhook"]:
+        for case in args.only or CASES:
             for backend in args.backend or ["sqlite", "postgresql"]:
                 if case != "noop" and backend == "postgresql" and not args.backend:
                     continue  # channel rates do not depend on the database
-                results.append(run(case, backend, args.n or defaults[case], Path(folder)))
+                n = args.n or DEFAULT_N[case.removesuffix("-pool")]
+                r = measure(case, backend, n, args.connections, args.repeat, Path(folder))
+                results.append(r)
                 if not args.json:
-                    r = results[-1]
                     print(
-                        f"{r['case']:8} {r['backend']:10} {r['n']:>7} actions "
-                        f"{r['seconds']:>7} s {r['per_second']:>7}/s  {r['report']['outcomes']}"
+                        f"{r['case']:12} {r['backend']:10} n={r['n']:<6} x{r['width']}  "
+                        f"nudge {r['nudge']['median']:>6}/s (best {r['nudge']['best']:>6})  "
+                        f"limit {r['limit']['median']:>6}/s (best {r['limit']['best']:>6})  "
+                        f"ratio {r['ratio']:.2f}",
+                        flush=True,
                     )
+    load = {"before": load_before, "after": os.getloadavg()}
+    machine = {
+        "sinks": "threads of this process" if args.sink_in_process else "own processes",
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average": {k: [round(x, 2) for x in v] for k, v in load.items()},
+    }
     if args.json:
-        print(json.dumps({"machine": platform.machine(), "results": results}, indent=2))
+        print(json.dumps({**machine, "results": results}, indent=2))
+    else:
+        print(f"load average (1, 5, 15 min): before {load['before']}, after {load['after']}")
 
 
 if __name__ == "__main__":

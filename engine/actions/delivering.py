@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, wait
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,11 +24,21 @@ def parse_params(actions: Sequence[PlannedAction], model) -> tuple[list, dict[in
     never succeed: dead with the validation message, visible in `nudge status`.
     """
     good, bad = [], {}
+    # Actions of one rule share their payload (engine.delivery.claims.planned_actions),
+    # so each distinct payload is validated once; params models are frozen.
+    verdicts: dict[int, Any] = {}
     for action in actions:
-        try:
-            good.append((action, model.model_validate(action.params)))
-        except ValidationError as exc:
-            bad[action.id] = Outcome.dead("invalid_params", str(exc).replace("\n", "; "))
+        verdict = verdicts.get(id(action.payload))
+        if verdict is None:
+            try:
+                verdict = model.model_validate(action.params)
+            except ValidationError as exc:
+                verdict = Outcome.dead("invalid_params", str(exc).replace("\n", "; "))
+            verdicts[id(action.payload)] = verdict
+        if isinstance(verdict, Outcome):
+            bad[action.id] = verdict
+        else:
+            good.append((action, verdict))
     return good, bad
 
 
@@ -50,23 +61,87 @@ def send_each(
     the time it leaves, not the time the batch was claimed), renews the claim's lease
     when due, and says False for an action that must not be sent (stopping, or the row
     was taken over by another dispatcher).
+
+    A channel that takes several messages at once (`ctx.channels.parallel(name)`,
+    engine.delivery.channels.parallel) gets each message on a worker thread once it is
+    built, up to its `concurrency` in flight; this returns when all have finished.
     """
     before_send = getattr(ctx, "before_send", None)
+    parallel_of = getattr(ctx.channels, "parallel", None)
     outcomes: dict[int, Outcome] = {}
-    for action, params in items:
-        if before_send is not None and not before_send(action):
-            outcomes[action.id] = NOT_SENT
-            continue
-        message = build(action, params)
-        if isinstance(message, Outcome):
-            outcomes[action.id] = message
-            continue
-        try:
-            ctx.channels.get(action.channel).send(message)
-        except DeliveryFailure as exc:
-            outcomes[action.id] = outcome_of_failure(exc)
-        else:
+    in_flight: list[tuple[PlannedAction, Future]] = []
+    unexpected: list[BaseException] = []  # errors that are bugs, not delivery failures
+    try:
+        for action, params in items:
+            pool = parallel_of(action.channel) if parallel_of is not None else None
+            if pool is None:
+                outcomes[action.id] = _send_here(ctx, action, params, before_send, build)
+                continue
+            if unexpected:
+                break  # as when sending one at a time: nothing more is sent (raised below)
+            # The slot first, then the last check: the message leaves once it is built.
+            pool.reserve()
+            try:
+                message = _checked_message(action, params, before_send, build)
+            except BaseException:
+                pool.cancel()
+                raise
+            if isinstance(message, Outcome):
+                pool.cancel()
+                outcomes[action.id] = message
+                continue
+            future = pool.submit(message)
+            future.add_done_callback(_note_unexpected(unexpected))
+            in_flight.append((action, future))
+    except BaseException:
+        wait([future for _, future in in_flight])  # never leave a send running unseen
+        raise
+    outcomes.update(_outcomes_of(in_flight))
+    return outcomes
+
+
+def _checked_message(action, params, before_send, build) -> Any | Outcome:
+    if before_send is not None and not before_send(action):
+        return NOT_SENT
+    return build(action, params)
+
+
+def _send_here(ctx, action, params, before_send, build) -> Outcome:
+    """Check, build and send one message on this thread."""
+    message = _checked_message(action, params, before_send, build)
+    if isinstance(message, Outcome):
+        return message
+    try:
+        ctx.channels.get(action.channel).send(message)
+    except DeliveryFailure as exc:
+        return outcome_of_failure(exc)
+    return Outcome.sent()
+
+
+def _note_unexpected(errors: list[BaseException]) -> Callable[[Future], None]:
+    def note(future: Future) -> None:
+        error = future.exception()
+        if error is not None and not isinstance(error, DeliveryFailure):
+            errors.append(error)
+
+    return note
+
+
+def _outcomes_of(in_flight: list[tuple[PlannedAction, Future]]) -> dict[int, Outcome]:
+    """Wait for every send in flight; an unexpected error (a bug, not a delivery
+    failure) is raised once all have finished, as a send on this thread raises it."""
+    outcomes: dict[int, Outcome] = {}
+    unexpected: BaseException | None = None
+    for action, future in in_flight:
+        error = future.exception()
+        if error is None:
             outcomes[action.id] = Outcome.sent()
+        elif isinstance(error, DeliveryFailure):
+            outcomes[action.id] = outcome_of_failure(error)
+        elif unexpected is None:
+            unexpected = error
+    if unexpected is not None:
+        raise unexpected
     return outcomes
 
 

@@ -56,6 +56,12 @@ def deliver(ctx, actions):
     from engine.delivery.context import Outcome
 
     good, bad = parse_params(actions, WebhookParams)
+    secrets: dict[str, str | None] = {}  # read once per batch, not once per request
+
+    def secret_of(name: str) -> str | None:
+        if name not in secrets:
+            secrets[name] = os.environ.get(name)
+        return secrets[name]
 
     def build(action, params):
         url, secret_env = params.url, ctx.config.webhook.secret_env
@@ -70,7 +76,7 @@ def deliver(ctx, actions):
         body["data"].update(params.body or {})
         if params.creative:
             body["data"]["creative"] = params.creative
-        return OutgoingJson(action.idempotency_key, url, body, ctx.now, os.environ.get(secret_env))
+        return OutgoingJson(action.idempotency_key, url, body, ctx.now, secret_of(secret_env))
 
     return in_order(actions, bad, send_each(ctx, good, build))
 

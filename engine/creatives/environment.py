@@ -24,8 +24,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from babel import Locale
 from babel.dates import format_date, format_datetime
-from babel.numbers import format_currency, format_percent
+from babel.numbers import format_currency, format_percent, parse_pattern
 from jinja2 import (
     BaseLoader,
     StrictUndefined,
@@ -78,6 +79,41 @@ def split_template_name(name: str) -> tuple[str, str]:
     if not _FILE_NAME.fullmatch(file) or ".." in file:
         raise InvalidCreativeNameError(f"invalid template file name {file!r}")
     return folder, file
+
+
+# Within a delivery batch (`files_snapshot()`), each template, creative folder listing
+# and resolved path is looked up on disk once, not once per surface of every message:
+# tens of `stat` calls per email otherwise. An edit is seen by the next snapshot,
+# i.e. the next batch; outside a snapshot (check, preview) every call looks again.
+_SNAPSHOT: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "creative_files_snapshot", default=None
+)
+
+
+@contextmanager
+def files_snapshot() -> Iterator[None]:
+    """Look template files up once inside the block (nested blocks share the outer)."""
+    if _SNAPSHOT.get() is not None:
+        yield
+        return
+    token = _SNAPSHOT.set({})
+    try:
+        yield
+    finally:
+        _SNAPSHOT.reset(token)
+
+
+def snapshot_cached(key: tuple, compute):
+    """compute(), remembered under `key` for the current snapshot (if any). Failures
+    are not remembered."""
+    memo = _SNAPSHOT.get()
+    if memo is None:
+        return compute()
+    try:
+        return memo[key]
+    except KeyError:
+        value = memo[key] = compute()
+        return value
 
 
 class CreativeLoader(BaseLoader):
@@ -168,6 +204,15 @@ class CreativeSandbox(ImmutableSandboxedEnvironment):
         self.kept_last_good: dict[str, str] = {}  # template name -> the error
 
     def get_template(self, name, parent=None, globals=None):  # noqa: A002 - Jinja's name
+        if isinstance(name, str) and globals is None:
+            # Also reached by `{% extends %}` / `{% import %}` inside templates.
+            return snapshot_cached(
+                ("template", id(self), name, parent),
+                lambda: self._template_or_last_good(name, parent),
+            )
+        return self._template_or_last_good(name, parent, globals)
+
+    def _template_or_last_good(self, name, parent=None, globals=None):  # noqa: A002
         try:
             template = super().get_template(name, parent, globals)
         except TemplateSyntaxError as exc:
@@ -230,6 +275,18 @@ def _no_offer(value: Any) -> None:
         raise OfferFactMissing(value.fact)
 
 
+@lru_cache(maxsize=64)
+def _babel(tag: str) -> Locale:
+    # Parsed once: Babel parses a locale given as text again in every call it makes
+    # (a currency amount parses it four times).
+    return Locale.parse(tag)
+
+
+@lru_cache(maxsize=16)
+def _number_pattern(pattern: str):
+    return parse_pattern(pattern)
+
+
 @pass_context
 def money_filter(context: Context, value: Any, currency: str | None = None) -> str:
     """`{{ offer.value|money }}`: ¥20 in zh-CN, CN¥20 in en; cents only when present."""
@@ -238,10 +295,21 @@ def money_filter(context: Context, value: Any, currency: str | None = None) -> s
         return ""
     amount = _to_decimal(value)
     code = currency or context["offer"]["currency"]
-    pattern = "¤#,##0" if amount == amount.to_integral_value() else None
-    return format_currency(
-        amount, code, format=pattern, locale=context["babel_locale"], currency_digits=False
-    )
+    if isinstance(code, str):
+        # The text of the amount keys the cache: 20 and 20.0 are equal Decimals.
+        return _money(str(amount), code, context["babel_locale"])
+    return _format_money(amount, code, context["babel_locale"])
+
+
+@lru_cache(maxsize=1024)
+def _money(amount: str, code: str, tag: str) -> str:
+    # A batch prints the same few amounts (the rule's coupon) in a few locales.
+    return _format_money(Decimal(amount), code, tag)
+
+
+def _format_money(amount: Decimal, code: Any, tag: str) -> str:
+    pattern = _number_pattern("¤#,##0") if amount == amount.to_integral_value() else None
+    return format_currency(amount, code, format=pattern, locale=_babel(tag), currency_digits=False)
 
 
 @pass_context
@@ -250,7 +318,7 @@ def percent_filter(context: Context, value: Any) -> str:
     _no_offer(value)
     if value is None:
         return ""
-    return format_percent(_to_decimal(value) / 100, locale=context["babel_locale"])
+    return format_percent(_to_decimal(value) / 100, locale=_babel(context["babel_locale"]))
 
 
 @pass_context
@@ -263,7 +331,15 @@ def date_filter(context: Context, value: Any, format: str = "long") -> str:
         value = value.astimezone(context["tz"]).date()
     if not isinstance(value, date):
         raise ValueError(f"not a date: {value!r}")
-    return format_date(value, format=format, locale=context["babel_locale"])
+    if isinstance(format, str) and type(value) is date:
+        return _date(value, format, context["babel_locale"])
+    return format_date(value, format=format, locale=_babel(context["babel_locale"]))
+
+
+@lru_cache(maxsize=1024)
+def _date(day: date, format: str, tag: str) -> str:  # noqa: A002 - the filter's name
+    # The expiry day of one coupon, printed in every message of a batch.
+    return format_date(day, format=format, locale=_babel(tag))
 
 
 @pass_context
@@ -275,7 +351,7 @@ def datetime_filter(context: Context, value: Any, format: str = "medium") -> str
     if not isinstance(value, datetime):
         raise ValueError(f"not a datetime: {value!r}")
     return format_datetime(
-        value.astimezone(context["tz"]), format=format, locale=context["babel_locale"]
+        value.astimezone(context["tz"]), format=format, locale=_babel(context["babel_locale"])
     )
 
 

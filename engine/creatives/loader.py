@@ -22,7 +22,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
 from engine.config import Settings
-from engine.creatives.environment import SHARED_FOLDER, check_creative_name
+from engine.creatives.environment import SHARED_FOLDER, check_creative_name, snapshot_cached
 from engine.creatives.errors import CreativeNotFoundError
 from engine.creatives.limits import LIMITS, PLATFORMS, fields_of
 from engine.errors import Diagnostic, Location
@@ -93,6 +93,14 @@ def list_creatives(settings: Settings) -> list[str]:
 
 
 def open_creative(settings: Settings, name: str) -> Creative:
+    """The files of creative `name` (listed once per delivery batch, see
+    environment.files_snapshot)."""
+    return snapshot_cached(
+        ("creative", settings.templates_dir, name), lambda: _read_creative(settings, name)
+    )
+
+
+def _read_creative(settings: Settings, name: str) -> Creative:
     check_creative_name(name)
     folder = settings.templates_dir / name
     if not folder.is_dir():

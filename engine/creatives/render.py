@@ -11,6 +11,7 @@ import re
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -100,6 +101,12 @@ class Skipped:
 
 def display_path(settings: Settings, path: Path | str) -> str:
     """Paths in messages are relative to the project folder when possible."""
+    return environment.snapshot_cached(
+        ("shown", settings.project_dir, str(path)), lambda: _display_path(settings, path)
+    )
+
+
+def _display_path(settings: Settings, path: Path | str) -> str:
     path = Path(path)
     try:
         return str(path.resolve().relative_to(settings.project_dir.resolve()))
@@ -161,7 +168,10 @@ def render_creative(
             f"(files: {', '.join(sorted(p.name for p in found.files.values())) or 'none'})"
         )
     shown = display_path(settings, path)
-    env = get_environment(settings.templates_dir.resolve())
+    root = environment.snapshot_cached(
+        ("resolved", settings.templates_dir), settings.templates_dir.resolve
+    )
+    env = get_environment(root)
     field = _ad_field(settings, found, surface, path, shown) if path.suffix == ".yaml" else None
     variables = _variables(found, surface, locale, context, wrap_link)
     token = environment.start_budget()
@@ -214,20 +224,36 @@ def message_links(creative: str, surface: str, locale: str, context: dict[str, A
     and the user's token. The click server derives a tracked link's target with this
     same function, so the redirect is the link the message would have carried."""
     source, medium = traffic_of(surface)
-    base = context["base_url"]
+    links = _links(
+        creative,
+        source,
+        medium,
+        locale,
+        context["base_url"],
+        context["rule_id"],
+        context["variant"],
+        context["token"],
+    )
+    return dict(links)
+
+
+@lru_cache(maxsize=256)
+def _links(creative, source, medium, locale, base, rule_id, variant, token):
+    # Pure in its arguments; the surfaces of one message (email subject, text and
+    # HTML) share them, so one message builds its links once instead of per surface.
     link = {
         "source": source,
         "medium": medium,
-        "campaign": context["rule_id"],
-        "content": context["variant"],
-        "token": context["token"],
+        "campaign": rule_id,
+        "content": variant,
+        "token": token,
     }
-    page = landing_path(creative, locale, context["variant"])
+    page = landing_path(creative, locale, variant)
     origin = urlsplit(base)
-    return {
-        "landing": tracked_url(f"{base}/{page}", **link),
-        "shop": tracked_url(urlunsplit((origin.scheme, origin.netloc, "/", "", "")), **link),
-    }
+    return (
+        ("landing", tracked_url(f"{base}/{page}", **link)),
+        ("shop", tracked_url(urlunsplit((origin.scheme, origin.netloc, "/", "", "")), **link)),
+    )
 
 
 def creative_locale(settings: Settings, creative: str, user_locale: str | None) -> str:
@@ -264,13 +290,18 @@ def _variables(
 
 def _shared_blocks(env, found: Creative, locale: str, variables: dict[str, Any]):
     """The `blocks` module (offer line, call to action, terms) for the locale, if any."""
-    root = Path(env.loader.root)
-    folder = root / environment.SHARED_FOLDER
-    shared = sorted(path.name.split(".")[1] for path in folder.glob("blocks.*.jinja"))
+    shared = environment.snapshot_cached(
+        ("shared blocks", env.loader.root), lambda: _shared_block_locales(env)
+    )
     if not shared:
         return None
     name = shared_blocks_name(choose_locale(locale, shared, locale))
     return env.get_template(name).make_module(vars=variables)
+
+
+def _shared_block_locales(env) -> list[str]:
+    folder = Path(env.loader.root) / environment.SHARED_FOLDER
+    return sorted(path.name.split(".")[1] for path in folder.glob("blocks.*.jinja"))
 
 
 _FIELD_CACHE: dict[tuple[str, int, str], Template] = {}

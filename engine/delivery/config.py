@@ -27,6 +27,7 @@ host = "smtp.example.com"        # smtp backend; password from NUDGE_SMTP_PASSWO
 port = 587
 starttls = true
 user = "nudge"
+connections = 4                  # SMTP connections in use at once (default 1)
 from_address = "shop@example.com"
 unsubscribe_url = "https://shop.example.com/unsubscribe/{token}"
 
@@ -36,6 +37,7 @@ url = "https://sms.example.com/send"
 
 [delivery.webhook]
 backend = "http"                 # http | file
+concurrency = 4                  # requests in flight at once (default 1)
 
 [delivery.webhooks.crm]          # named endpoints for `webhook: {url: crm}`
 url = "https://crm.example.com/hooks/nudge"
@@ -130,6 +132,8 @@ class EmailConfig(_Model):
     user: str | None = None
     password_env: str = "NUDGE_SMTP_PASSWORD"
     timeout: float = Field(default=30, gt=0)
+    # SMTP connections used at once (a pool): that many emails are in flight together.
+    connections: int = Field(default=1, ge=1, le=32)
     from_address: str = "shop@example.com"
     from_name: str | None = None
     reply_to: str | None = None
@@ -151,6 +155,8 @@ class HttpBackendConfig(_Model):
     url: str | None = None
     secret_env: str = "NUDGE_WEBHOOK_SECRET"
     timeout: float = Field(default=10, gt=0)
+    # Requests in flight at once (http backend), each on its own sending thread.
+    concurrency: int = Field(default=1, ge=1, le=32)
 
 
 class EndpointConfig(_Model):

@@ -48,11 +48,13 @@ import sqlalchemy as sa
 from engine.actions import ACTION_KINDS
 from engine.clock import ensure_aware
 from engine.coupons.void import settle_after_dispatch
+from engine.creatives.environment import files_snapshot
 from engine.delivery.backoff import retry_delay
 from engine.delivery.channels import ChannelSet
 from engine.delivery.claims import Lease, claim_batch, new_holder, record_outcomes, release_claims
 from engine.delivery.config import DeliveryConfig, delivery_config
 from engine.delivery.context import Contact, DeliveryContext, Outcome, PlannedAction
+from engine.delivery.keepalive import database_kept_open
 from engine.delivery.policy import DeliveryPolicy, default_policies
 from engine.durations import parse_duration
 from engine.store import Store
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
     from engine.planning.compile import RuleSet
 
 users = User.__table__
+_CONTACT_COLUMNS = tuple(users.c[name] for name in Contact.__dataclass_fields__)
 
 Clock = Callable[[], datetime]
 # What RulePolicy checks `unless` and flights against: a RuleSet, a callable returning
@@ -161,10 +164,10 @@ def load_contacts(store: Store, user_ids: Sequence[str]) -> dict[str, Contact]:
     """The users of one batch, in one query."""
     if not user_ids:
         return {}
-    columns = [users.c[name] for name in Contact.__dataclass_fields__]
-    query = sa.select(*columns).where(users.c.id.in_(sorted(set(user_ids))))
+    query = sa.select(*_CONTACT_COLUMNS).where(users.c.id.in_(sorted(set(user_ids))))
     with store.read() as connection:
-        return {row.id: Contact(**row._mapping) for row in connection.execute(query)}
+        # By position: the columns are Contact's fields in order (id first).
+        return {row[0]: Contact(*row) for row in connection.execute(query)}
 
 
 def finalise(outcome: Outcome, action: PlannedAction, config: DeliveryConfig, now: datetime):
@@ -333,7 +336,10 @@ def _check_and_send(
             passing.append(action)
         else:
             decided[action.id] = verdict
-    for action, outcome in zip(passing, deliver_batch(ctx, passing), strict=True):
+    # Template files are looked up once per sub-batch: an edit is used from the next.
+    with files_snapshot():
+        delivered = deliver_batch(ctx, passing)
+    for action, outcome in zip(passing, delivered, strict=True):
         decided[action.id] = outcome
     unsent = ctx.withheld | ctx.carried
     return [(a, decided[a.id]) for a in actions if a.id not in unsent]
@@ -395,21 +401,23 @@ def dispatch_until_idle(
     terminates; with a `clock`, a pass claims what is due at its own start.
     """
     clock = _clock_of(now, clock)
+    config = config or delivery_config(store.settings)
     total = DispatchReport()
-    for _ in range(max_batches):
-        if stop is not None and stop.is_set():
-            break
-        report = dispatch_once(
-            store,
-            clock=clock,
-            worker_id=worker_id,
-            channels=channels,
-            batch_size=batch_size,
-            config=config,
-            stop=stop,
-            rules=rules,
-        )
-        total.add(report)
-        if report.claimed == 0:
-            break
+    with database_kept_open(store):
+        for _ in range(max_batches):
+            if stop is not None and stop.is_set():
+                break
+            report = dispatch_once(
+                store,
+                clock=clock,
+                worker_id=worker_id,
+                channels=channels,
+                batch_size=batch_size,
+                config=config,
+                stop=stop,
+                rules=rules,
+            )
+            total.add(report)
+            if report.claimed == 0:
+                break
     return total

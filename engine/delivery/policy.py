@@ -89,10 +89,22 @@ class ConsentPolicy(DeliveryPolicy):
 
 def _consent_of(action: PlannedAction) -> str | None:
     """The consent the action's kind needs (email | sms | ads), or None."""
-    from engine.actions import ACTION_KINDS
-
-    kind = ACTION_KINDS.get(action.kind)
+    kind = _action_kinds().get(action.kind)
     return kind.consent if kind is not None else None
+
+
+def _action_kinds():
+    # Imported on first use (engine.actions imports delivery modules), then kept: this
+    # runs twice per action.
+    global _ACTION_KINDS
+    if _ACTION_KINDS is None:
+        from engine.actions import ACTION_KINDS
+
+        _ACTION_KINDS = ACTION_KINDS
+    return _ACTION_KINDS
+
+
+_ACTION_KINDS = None
 
 
 def user_zone(ctx: DeliveryContext, user_id: str) -> ZoneInfo:

@@ -9,8 +9,10 @@ decision keeps what its occurrence needs (trigger instant, triggering event).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -47,9 +49,7 @@ class RulePolicy(DeliveryPolicy):
             elif self._source is not None:
                 self._ruleset = self._source
             else:
-                from engine.planning.compile import load_ruleset
-
-                self._ruleset = load_ruleset(ctx.settings)
+                self._ruleset = rule_files_ruleset(ctx.settings)
         return self._ruleset
 
     def before_batch(self, ctx: DeliveryContext, actions: Sequence[PlannedAction]) -> None:
@@ -77,6 +77,49 @@ class RulePolicy(DeliveryPolicy):
         if action.id in self._exits.get(action.rule_id, ()):
             return Outcome.skipped("unless")
         return None
+
+
+# rules folder -> (settings, what its files held, the RuleSet compiled from them).
+_LOADED: dict[Path, tuple[object, tuple, object]] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def rule_files_ruleset(settings):
+    """The RuleSet of the rule files, compiled again only when a file changed.
+
+    Every claimed batch asks; parsing and compiling every rule each time cost more than
+    the batch's own queries. The files are compared by content, not by mtime (whose
+    granularity could hide an edit saved twice within a tick), so an edit is seen by
+    the next batch, exactly as when the files were loaded for each batch.
+    """
+    from engine.planning.compile import load_ruleset
+
+    folder = settings.rules_dir
+    contents = _rule_folder_contents(folder)
+    with _LOADED_LOCK:
+        cached = _LOADED.get(folder)
+    if cached is not None and cached[0] is settings and cached[1] == contents:
+        return cached[2]
+    ruleset = load_ruleset(settings)
+    with _LOADED_LOCK:
+        _LOADED[folder] = (settings, contents, ruleset)
+    return ruleset
+
+
+def _rule_folder_contents(folder: Path) -> tuple:
+    """(name, bytes) of every YAML file at the top of the rules folder (rules and
+    segments: all that load_ruleset reads)."""
+    try:
+        paths = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml"))
+    except OSError:  # no rules folder (yet)
+        return ()
+    contents = []
+    for path in paths:
+        try:
+            contents.append((path.name, path.read_bytes()))
+        except OSError:  # a directory named *.yaml, or removed meanwhile
+            contents.append((path.name, None))
+    return tuple(contents)
 
 
 def _stopped(connection, ctx: DeliveryContext, compiled, outbox_ids: list[int]) -> set[int]:

@@ -8,11 +8,13 @@ users or policies; those live in the action kinds and engine/delivery/policy.py.
 from __future__ import annotations
 
 import difflib
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import Message
 from typing import Any, Protocol
 
+from engine.delivery.channels.parallel import ParallelSends, concurrency_of
 from engine.errors import ConfigError
 
 
@@ -44,9 +46,15 @@ class Channel(Protocol):
 
 @dataclass
 class ChannelSet:
-    """The channels of one dispatcher, by outbox channel name (email, sms, webhook...)."""
+    """The channels of one dispatcher, by outbox channel name (email, sms, webhook...).
+
+    A channel with `concurrency` > 1 gets a small pool of sending threads
+    (`parallel(name)`, engine.delivery.channels.parallel), shut down by `close()`.
+    """
 
     channels: dict[str, Channel] = field(default_factory=dict)
+    _parallel: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def get(self, name: str) -> Channel:
         try:
@@ -56,7 +64,23 @@ class ChannelSet:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"no delivery channel {name!r} is configured{hint}") from None
 
+    def parallel(self, name: str):
+        """The sending pool of channel `name`, or None when it sends one at a time."""
+        channel = self.get(name)
+        width = concurrency_of(channel)
+        if width <= 1:
+            return None
+        with self._lock:
+            pool = self._parallel.get(name)
+            if pool is None or pool.channel is not channel:
+                pool = self._parallel[name] = ParallelSends(channel, width, name)
+            return pool
+
     def close(self) -> None:
+        with self._lock:
+            pools, self._parallel = list(self._parallel.values()), {}
+        for pool in pools:  # in-flight sends finish before their channel closes
+            pool.close()
         for channel in self.channels.values():
             channel.close()
 
@@ -99,7 +123,7 @@ def build_channels(settings, config=None) -> ChannelSet:
         if section.backend == "http":
             from engine.delivery.channels.http import HttpChannel
 
-            channels[name] = HttpChannel(timeout=section.timeout)
+            channels[name] = HttpChannel(timeout=section.timeout, concurrency=section.concurrency)
         else:
             channels[name] = FileJsonChannel(base / section.folder)
     return ChannelSet(channels)

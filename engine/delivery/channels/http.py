@@ -20,9 +20,14 @@ RESPONSE_EXCERPT = 500
 
 
 class HttpChannel:
-    def __init__(self, *, timeout: float = 10.0, client: httpx.Client | None = None):
-        # One client for the dispatcher's life: keep-alive connections are reused.
+    def __init__(
+        self, *, timeout: float = 10.0, client: httpx.Client | None = None, concurrency: int = 1
+    ):
+        # One client for the dispatcher's life: keep-alive connections are reused. It is
+        # thread-safe, so `concurrency` requests may be in flight at once
+        # (engine.delivery.channels.parallel), each on a connection of its pool.
         self.client = client or httpx.Client(timeout=timeout, follow_redirects=False)
+        self.concurrency = max(1, concurrency)
 
     def send(self, message: OutgoingJson) -> None:
         body = json.dumps(message.body, ensure_ascii=False, separators=(",", ":"))

@@ -1,4 +1,4 @@
-"""SMTP backend over one kept-open connection (reconnected when the server drops it).
+"""SMTP backend over kept-open connections (reconnected when the server drops one).
 
 Reusing the connection skips the TCP + EHLO (+ STARTTLS + AUTH) handshake per
 message, which is most of the cost of a small marketing email. The password never
@@ -13,12 +13,20 @@ from __future__ import annotations
 import os
 import smtplib
 import ssl
+import threading
 
 from engine.delivery.channels import OutgoingEmail
 from engine.delivery.context import PermanentDeliveryError, TransientDeliveryError
 
 
 class SmtpChannel:
+    """SMTP over kept-open connections: one by default, up to `connections` at once.
+
+    With `connections` > 1 the channel is a pool (its `concurrency`): the dispatcher
+    sends that many messages at once (engine.delivery.channels.parallel), each on an
+    idle connection, a new one opened while fewer than `connections` exist.
+    """
+
     def __init__(
         self,
         host: str,
@@ -29,12 +37,15 @@ class SmtpChannel:
         user: str | None = None,
         password: str | None = None,
         timeout: float = 30.0,
+        connections: int = 1,
     ):
         self.host, self.port = host, port
         self.starttls, self.use_ssl = starttls, use_ssl
         self.user, self.password = user, password
         self.timeout = timeout
-        self._connection: smtplib.SMTP | None = None
+        self.concurrency = max(1, connections)
+        self._idle: list[smtplib.SMTP] = []
+        self._lock = threading.Lock()
         self.connections_opened = 0
 
     @classmethod
@@ -47,6 +58,7 @@ class SmtpChannel:
             user=config.user,
             password=os.environ.get(config.password_env),
             timeout=config.timeout,
+            connections=config.connections,
         )
 
     def _connect(self) -> smtplib.SMTP:
@@ -61,49 +73,77 @@ class SmtpChannel:
                 connection.starttls(context=context)
         if self.user:
             connection.login(self.user, self.password or "")
-        self.connections_opened += 1
+        with self._lock:
+            self.connections_opened += 1
         return connection
 
-    def send(self, message: OutgoingEmail) -> None:
-        # One reconnect: a pooled connection may have been closed by the server while idle.
-        for attempt in (1, 2):
-            try:
-                if self._connection is None:
-                    self._connection = self._connect()
-                refused = self._connection.send_message(message.message)
-            except smtplib.SMTPServerDisconnected as exc:
-                self._connection = None
-                if attempt == 2:
-                    raise TransientDeliveryError(f"SMTP {self.host}:{self.port}: {exc}") from exc
-                continue
-            except smtplib.SMTPRecipientsRefused as exc:
-                self._reset()
-                raise _classify(*next(iter(exc.recipients.values()))) from exc
-            except smtplib.SMTPResponseException as exc:
-                self._reset()
-                raise _classify(exc.smtp_code, exc.smtp_error) from exc
-            except (OSError, smtplib.SMTPException) as exc:
-                self.close()
-                raise TransientDeliveryError(f"SMTP {self.host}:{self.port}: {exc}") from exc
-            if refused:  # some recipients refused, others accepted: one recipient per message
-                raise _classify(*next(iter(refused.values())))
-            return
+    def _take(self) -> smtplib.SMTP | None:
+        """An idle connection, or None (the caller opens one). At most `concurrency`
+        sends run at once (the dispatcher's slots), so at most that many exist."""
+        with self._lock:
+            return self._idle.pop() if self._idle else None
 
-    def _reset(self) -> None:
-        # After a refused transaction the connection stays usable once RSET.
+    def _give_back(self, connection: smtplib.SMTP | None) -> None:
+        if connection is not None:
+            with self._lock:
+                self._idle.append(connection)
+
+    def send(self, message: OutgoingEmail) -> None:
+        connection = self._take()
         try:
-            if self._connection is not None:
-                self._connection.rset()
-        except (OSError, smtplib.SMTPException):
-            self.close()
+            # One reconnect: an idle connection may have been closed by the server.
+            for attempt in (1, 2):
+                try:
+                    if connection is None:
+                        connection = self._connect()
+                    refused = connection.send_message(message.message)
+                except smtplib.SMTPServerDisconnected as exc:
+                    connection = None
+                    if attempt == 2:
+                        raise TransientDeliveryError(
+                            f"SMTP {self.host}:{self.port}: {exc}"
+                        ) from exc
+                    continue
+                except smtplib.SMTPRecipientsRefused as exc:
+                    connection = _reset(connection)
+                    raise _classify(*next(iter(exc.recipients.values()))) from exc
+                except smtplib.SMTPResponseException as exc:
+                    connection = _reset(connection)
+                    raise _classify(exc.smtp_code, exc.smtp_error) from exc
+                except (OSError, smtplib.SMTPException) as exc:
+                    _quit(connection)
+                    connection = None
+                    raise TransientDeliveryError(f"SMTP {self.host}:{self.port}: {exc}") from exc
+                if refused:  # some recipients refused, others accepted: one per message
+                    raise _classify(*next(iter(refused.values())))
+                return
+        finally:
+            self._give_back(connection)  # still usable (or None: dropped)
 
     def close(self) -> None:
-        if self._connection is not None:
-            try:
-                self._connection.quit()
-            except (OSError, smtplib.SMTPException):
-                pass
-            self._connection = None
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            _quit(connection)
+
+
+def _reset(connection: smtplib.SMTP | None) -> smtplib.SMTP | None:
+    # After a refused transaction the connection stays usable once RSET.
+    try:
+        if connection is not None:
+            connection.rset()
+        return connection
+    except (OSError, smtplib.SMTPException):
+        _quit(connection)
+        return None
+
+
+def _quit(connection: smtplib.SMTP | None) -> None:
+    if connection is not None:
+        try:
+            connection.quit()
+        except (OSError, smtplib.SMTPException):
+            pass
 
 
 def _classify(code: int, reply: bytes | str) -> Exception:
