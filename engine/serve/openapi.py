@@ -5,16 +5,39 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.ingest.records import TAG_LENGTH
+from engine.ingest.values import MAX_AMOUNT
 from engine.serve.api import API_TOKEN_ENV, MAX_BATCH
+from engine.store.people import Event, User
+
+# The validator's limits are the tables' column lengths: the document says the same.
+_EVENT_LENGTH = {c.name: c.type.length for c in Event.__table__.c if getattr(c.type, "length", 0)}
+_USER_LENGTH = {c.name: c.type.length for c in User.__table__.c if getattr(c.type, "length", 0)}
 
 _TIME = {
     "type": "string",
+    # An annotation (JSON Schema 2020-12 does not assert formats): RFC 3339 is the
+    # form to send; the validator also reads any ISO 8601 time Python parses.
+    "format": "date-time",
     "description": "RFC 3339 / ISO 8601 time; without an offset it is shop-local time "
     "(docs/ingest.md, Times)",
 }
-_TEXT = {"type": "string"}
+
+
+def _text(max_length: int, description: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "maxLength": max_length}
+    return {**schema, "description": description} if description else schema
+
+
+def _id(max_length: int, description: str) -> dict[str, Any]:
+    # JSON numbers are read as their digits (order numbers, numeric user ids).
+    return {"type": ["string", "integer"], "maxLength": max_length, "description": description}
+
+
 _AMOUNT = {
     "type": ["number", "string"],
+    "minimum": 0,
+    "maximum": float(MAX_AMOUNT),
     "description": 'a decimal >= 0 with at most 2 decimals (12.5 or "12.50")',
 }
 _BOOL = {
@@ -25,36 +48,42 @@ _BOOL = {
 EVENT = {
     "type": "object",
     "description": "One event in the JSONL ingest schema. Any other key is stored in "
-    "`properties`. An unknown user id creates a bare user.",
+    "`properties`. An unknown user id creates a bare user. A blank string is the same "
+    "as a missing key.",
     "properties": {
-        "user": {"type": "string", "maxLength": 128, "description": "the user's id"},
-        "user_id": {"type": "string", "description": "alias of `user`"},
-        "type": {
-            "type": "string",
-            "description": "visit, signup, purchase, refund, coupon_redeemed, ad_click, "
+        "user": _id(_EVENT_LENGTH["user_id"], "the user's id"),
+        "user_id": _id(_EVENT_LENGTH["user_id"], "alias of `user`"),
+        "type": _text(
+            _EVENT_LENGTH["type"],
+            "visit, signup, purchase, refund, coupon_redeemed, ad_click, "
             "email_open, email_click, unsubscribe or any custom name",
-        },
+        ),
         "at": _TIME,
         "occurred_at": {**_TIME, "description": "alias of `at`"},
         "time": {**_TIME, "description": "alias of `at`"},
-        "id": {
-            "type": "string",
-            "description": "your unique id of the event: posting it again stores nothing "
+        "id": _id(
+            _EVENT_LENGTH["source_id"],
+            "your unique id of the event: posting it again stores nothing "
             "(without one, a hash of the event's content is used)",
-        },
-        "event_id": {"type": "string", "description": "alias of `id`"},
+        ),
+        "event_id": _id(_EVENT_LENGTH["source_id"], "alias of `id`"),
         "amount": {
             **_AMOUNT,
             "description": "required for purchase and refund; " + _AMOUNT["description"],
         },
-        "currency": {"type": "string", "description": "ISO 4217; none means shop.currency"},
-        "order_id": _TEXT,
-        "coupon_code": _TEXT,
-        "utm_source": _TEXT,
-        "utm_medium": _TEXT,
-        "utm_campaign": _TEXT,
-        "utm_content": _TEXT,
-        "utm_term": _TEXT,
+        "currency": {
+            "type": "string",
+            "minLength": 3,
+            "maxLength": 3,
+            "description": "ISO 4217; none means shop.currency; another one needs a rate "
+            "in nudge.toml",
+        },
+        "order_id": _id(_EVENT_LENGTH["order_id"], "the shop's order number"),
+        "coupon_code": _id(_EVENT_LENGTH["coupon_code"], "redeems this coupon (a purchase)"),
+        **{
+            name: _text(_EVENT_LENGTH[name])
+            for name in ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
+        },
         "properties": {"type": "object", "description": "free properties"},
     },
     "allOf": [
@@ -70,16 +99,20 @@ USER = {
     "description": "One user in the JSONL ingest schema (an upsert: fields not given keep "
     "their stored value). Any other key is stored in `attributes`.",
     "properties": {
-        "id": {"type": "string", "maxLength": 128, "description": "the shop's id of the user"},
-        "email": _TEXT,
-        "phone": _TEXT,
-        "name": _TEXT,
-        "country": {"type": "string", "description": "ISO 3166 alpha-2"},
-        "timezone": {"type": "string", "description": "IANA name"},
-        "locale": {"type": "string", "description": "zh-CN, en..."},
-        "member_tier": _TEXT,
+        "id": _id(_USER_LENGTH["id"], "the shop's id of the user"),
+        "email": _text(_USER_LENGTH["email"]),
+        "phone": _text(_USER_LENGTH["phone"]),
+        "name": _text(_USER_LENGTH["name"]),
+        "country": {"type": "string", "maxLength": 8, "description": "ISO 3166 alpha-2"},
+        "timezone": {"type": "string", "maxLength": 64, "description": "IANA name"},
+        "locale": {"type": "string", "maxLength": 16, "description": "zh-CN, en..."},
+        "member_tier": _text(_USER_LENGTH["member_tier"]),
         "member_since": _TIME,
-        "tags": {"type": "array", "items": {"type": "string", "maxLength": 64}},
+        "tags": {
+            "type": ["array", "string"],
+            "items": {"type": "string", "maxLength": TAG_LENGTH},
+            "description": "replaces the user's tags: a list, or one ';'-separated string",
+        },
         "attributes": {"type": "object"},
         "email_opt_in": _BOOL,
         "sms_opt_in": _BOOL,
@@ -160,6 +193,10 @@ def _post(summary: str, item: str) -> dict[str, Any]:
             "413": {
                 "description": f"More than {MAX_BATCH} items (JSON error), or a body over "
                 "the size limit (2 MiB; an HTML page)",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}},
+                    "text/html": {"schema": {"type": "string"}},
+                },
             },
             "429": {
                 **_error("Rate limit per client IP exceeded"),

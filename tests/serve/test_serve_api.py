@@ -4,6 +4,8 @@ Starlette's TestClient, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -27,7 +29,7 @@ from engine.serve.safety import TokenBucket
 from engine.store import open_store
 from engine.store.changes import data_version
 from engine.store.delivery import Coupon
-from engine.store.people import User, UserTag
+from engine.store.people import Event, User, UserTag
 from engine.store.planning import ChangeCounter
 
 NOW = T0 + timedelta(hours=1)
@@ -255,3 +257,44 @@ def test_purchase_with_a_coupon_code_redeems_it(api):
     with api.store.read() as connection:
         coupon = connection.execute(sa.select(Coupon).where(Coupon.code == CODE)).one()
     assert coupon.redeemed_order_id == "A-1"
+
+
+def wait_for_a_lock_wait(store, *, timeout: float = 10.0) -> None:
+    """Polls PostgreSQL until some session of this database waits on a lock."""
+    deadline = time.monotonic() + timeout
+    query = sa.text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    while time.monotonic() < deadline:
+        with store.read() as connection:
+            if connection.execute(query).scalar_one():
+                return
+        time.sleep(0.02)
+    raise AssertionError("the API's insert never waited on the other transaction's row")
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_an_event_a_concurrent_writer_stores_first_is_a_duplicate(project_dir, store_url):
+    """Regression: on PostgreSQL the duplicate check (a SELECT) cannot see an insert not
+    yet committed; the API's INSERT ... ON CONFLICT DO NOTHING then waits for it and
+    skips the row, and the API answered `stored` for an event it did not store."""
+    client = make_client(project_dir, store_url)
+    store = client.store
+    with client:
+        add_user(store, "u1")
+        settings = store.settings
+        row = event_row(event("race"), settings.tz, ShopCurrency.of(settings))
+        with store.engine.connect() as other, ThreadPoolExecutor(1) as pool:
+            transaction = other.begin()
+            other.execute(sa.insert(Event.__table__), {**row, "ingested_at": NOW})
+            posted = pool.submit(client.post, "/v1/events", json=event("race"), headers=AUTH)
+            wait_for_a_lock_wait(store)
+            transaction.commit()
+            response = posted.result(timeout=30)
+        assert response.status_code == 200
+        assert response.json()["results"] == [
+            {"index": 0, "status": "duplicate", "reason": "already stored"}
+        ]
+        assert [r["source_id"] for r in events_of(store)] == ["race"]
+    store.dispose()
