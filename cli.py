@@ -1,35 +1,53 @@
 """The `nudge` command: parse arguments, call one engine function, print.
 
-Expected errors (engine.errors.NudgeError) print as `Error: ...` with exit code 1;
+Only the commands live here; how things are shown (tables, times, `--json`, plurals,
+progress, one-line errors, store lifetime) lives in engine/presentation/, so a new
+command looks like the others by using it. Expected errors (engine.errors.NudgeError,
+an unreachable database, a full disk) print as one `Error: ...` line with exit code 1;
 anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from typer.core import TyperGroup
 
 from engine.config import load_settings
 from engine.errors import NudgeError
+from engine.presentation import progress
+from engine.presentation.errors import expected_failure, redact_text, redact_url
+from engine.presentation.output import counts_text, echo, fail, plural, print_json, warn
+from engine.presentation.stores import (
+    close_opened_stores,
+    configured_database_url,
+    open_project_store,
+)
+from engine.presentation.tables import print_table
+from engine.presentation.times import cell, local_time, parse_instant_option
 
 
 class NudgeGroup(TyperGroup):
-    """Turns expected engine errors into `Error: ...` + exit 1, never a traceback."""
+    """Turns expected failures into one `Error: ...` line + exit 1, never a traceback."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except (typer.Exit, click.exceptions.Exit, click.ClickException, click.Abort):
+            raise  # the command chose its exit (and printed its message)
         except NudgeError as exc:
-            typer.echo(f"Error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            raise fail(redact_text(str(exc), configured_database_url())) from None
+        except Exception as exc:
+            message = expected_failure(exc, configured_database_url())
+            if message is None:
+                raise  # a bug: keep the traceback
+            raise fail(message) from None
         finally:
             # Close every database a command opened, whatever way it ended.
-            while _opened_stores:
-                _opened_stores.pop().dispose()
+            close_opened_stores()
 
 
 app = typer.Typer(
@@ -38,57 +56,59 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    # Plain output: stable for scripts, pipes and tests.
+    # Plain help: stable for scripts, pipes and tests.
     rich_markup_mode=None,
 )
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True, rich_markup_mode=None)
-app.add_typer(db_app, name="db")
+
+
+def _sub_app(help: str) -> typer.Typer:
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            echo(f"nudge {version('nudge')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            echo("nudge (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars (they go to stderr).")
+    ] = False,
+) -> None:
+    """Nudge: rule-driven marketing automation for e-commerce."""
+    progress.set_quiet(quiet)
+
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"Error: {message}", err=True)
-    return typer.Exit(code)
+def shop_zone():
+    return load_settings().tz
 
 
-def print_json(data: object) -> None:
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+def parse_at(value: str | None, option: str = "--at", tz=None):
+    """The one `--at` parser: ISO 8601, shop time when no offset; default: now."""
+    from engine.clock import utcnow
 
-
-def print_table(headers: list[str], rows: list[list[object]]) -> None:
-    """A plain aligned table: readable in a terminal, stable in tests and pipes."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(_width(row[i]) for row in cells) for i in range(len(headers))]
-    for index, row in enumerate(cells):
-        typer.echo("  ".join(_pad(cell, widths[i]) for i, cell in enumerate(row)).rstrip())
-        if index == 0:
-            typer.echo("  ".join("-" * w for w in widths))
-
-
-def _width(text: str) -> int:
-    import unicodedata
-
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
-
-
-def _pad(text: str, width: int) -> str:
-    return text + " " * (width - _width(text))
-
-
-_opened_stores: list = []
-
-
-def open_project_store():
-    """The project's store; closed by NudgeGroup when the command ends."""
-    from engine.store import open_store
-
-    store = open_store(load_settings())
-    _opened_stores.append(store)
-    return store
+    if value is None:
+        return utcnow()
+    return parse_instant_option(value, tz or shop_zone(), option)
 
 
 # ---------------- project & database
+db_app = _sub_app("Database schema.")
+app.add_typer(db_app, name="db")
 
 
 @app.command()
@@ -101,19 +121,17 @@ def init(
     Example: nudge init my-shop
     """
     from engine.project import scaffold
-    from engine.store import open_store
     from engine.store.migrations import upgrade
 
     try:
         created = scaffold(directory, name=name)
     except FileExistsError as exc:
         raise fail(f"{exc} already exists; this folder is already a Nudge project") from None
-    store = open_store(load_settings(directory), check_schema=False)
+    store = open_project_store(load_settings(directory), check_schema=False)
     upgrade(store)
-    store.dispose()
     for path in created:
-        typer.echo(f"created {path}")
-    typer.echo(f"database ready: {store.settings.database_url}")
+        echo(f"created {path}")
+    echo(f"database ready: {redact_url(store.settings.database_url)}")
 
 
 @db_app.command("upgrade")
@@ -122,16 +140,13 @@ def db_upgrade() -> None:
 
     Example: nudge db upgrade
     """
-    from engine.store import open_store
     from engine.store.migrations import upgrade
 
-    store = open_store(load_settings(), check_schema=False)
-    before, after = upgrade(store)
-    store.dispose()
+    before, after = upgrade(open_project_store(check_schema=False))
     if before == after:
-        typer.echo(f"schema already at revision {after}")
+        echo(f"schema already at revision {after}")
     else:
-        typer.echo(f"schema upgraded from {before or 'empty'} to {after}")
+        echo(f"schema upgraded from {before or 'empty'} to {after}")
 
 
 # ---------------- ingest
@@ -165,16 +180,24 @@ def ingest(
     """Load users and events (CSV or JSONL, see docs/ingest.md); re-running stores nothing twice.
 
     Exit code 0: all rows stored; 2: some rows rejected (listed, and written to the
-    rejects file); 1: an input could not be read at all.
+    rejects file); 1: an input could not be read at all, or the disk filled up (the
+    rows stored until then stay stored: run the same command again).
 
     Example: nudge ingest users.csv events.jsonl
     """
     from engine.clock import utcnow
     from engine.ingest import ingest_files
+    from engine.presentation.errors import is_disk_full
 
     store = open_project_store()
+    done = [0]  # rows whose batch committed: what a failure leaves stored
+
+    def advance(rows: int) -> None:
+        done[0] += rows
+        shown(rows)
+
     try:
-        with _ingest_progress(enabled=not as_json) as progress:
+        with progress.counter("ingest", detail=_input_size(files)) as shown:
             report = ingest_files(
                 store,
                 list(files),
@@ -182,58 +205,65 @@ def ingest(
                 kind=kind,
                 rejects_path=rejects,
                 require_users=require_users,
-                progress=progress,
+                progress=advance,
             )
-    finally:
-        store.dispose()
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        raise fail(
+            f"the disk is full: ingest stopped with at least {plural(done[0], 'row')} stored "
+            "(whole batches). Free space and run the same command again: rows already stored "
+            "are skipped."
+        ) from None
+    for file in report.files:
+        if file.rows_read == 0:
+            warn(f"{file.file}: 0 rows (an empty file, or a header without rows)")
     if as_json:
         print_json(report.as_dict())
     else:
         for reject in report.rejected[:REJECTS_SHOWN]:
-            typer.echo(str(reject), err=True)
+            echo(str(reject), err=True)
         if report.rejected_count > REJECTS_SHOWN:
             more = report.rejected_count - REJECTS_SHOWN
-            typer.echo(f"... and {more} more rejected rows", err=True)
+            echo(f"... and {plural(more, 'more rejected row')}", err=True)
         if report.rejects_paths:
-            typer.echo(f"rejected rows written to {', '.join(report.rejects_paths)}", err=True)
-        typer.echo(
-            f"{report.rows_read} rows read from {len(report.files)} file(s): "
-            f"{report.users_upserted} users upserted, {report.users_created} users created "
-            f"by events, {report.events_inserted} events stored, "
-            f"{report.duplicates_skipped} duplicates skipped, {report.rejected_count} rejected"
-            + (f", {report.spend_upserted} spend rows stored" if report.spend_upserted else "")
-        )
+            echo(f"rejected rows written to {', '.join(report.rejects_paths)}", err=True)
+        echo(_ingest_summary(report))
         if report.coupons:
-            counts = ", ".join(f"{outcome} {n}" for outcome, n in sorted(report.coupons.items()))
-            typer.echo(f"coupon codes in purchases: {counts}")
+            echo(f"coupon codes in purchases: {counts_text(report.coupons)}")
     if report.has_rejects:
         raise typer.Exit(2)
 
 
-def _ingest_progress(*, enabled: bool):
-    """A row counter on stderr when it is a terminal; a no-op callback otherwise."""
-    import contextlib
-    import sys
-
-    if not (enabled and sys.stderr.isatty()):
-        return contextlib.nullcontext(None)
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    @contextlib.contextmanager
-    def bar():
-        columns = (SpinnerColumn(), TextColumn("{task.completed:,} rows"), TimeElapsedColumn())
-        with Progress(*columns, console=Console(stderr=True), transient=True) as shown:
-            task = shown.add_task("ingest", total=None)
-            yield lambda rows: shown.advance(task, rows)
-
-    return bar()
+def _ingest_summary(report) -> str:
+    text = (
+        f"{plural(report.rows_read, 'row')} read from {plural(len(report.files), 'file')}: "
+        f"{plural(report.users_upserted, 'user')} upserted, "
+        f"{plural(report.users_created, 'user')} created by events, "
+        f"{plural(report.events_inserted, 'event')} stored, "
+        f"{plural(report.duplicates_skipped, 'duplicate')} skipped, "
+        f"{report.rejected_count} rejected"
+    )
+    if report.spend_upserted:
+        text += f", {plural(report.spend_upserted, 'spend row')} stored"
+    return text
 
 
-# (end of ingest section)
+def _input_size(files: list[str]) -> str:
+    """` of 12.3 MB` for the progress line (stdin has no size)."""
+    import os
+
+    try:
+        size = sum(os.path.getsize(f) for f in files if f != "-")
+    except OSError:
+        return ""
+    if not size:
+        return ""
+    return f" from {size / 1_000_000:,.1f} MB"
+
 
 # ---------------- lifecycle, stats, users, demo
-users_app = typer.Typer(help="Look up users.", no_args_is_help=True, rich_markup_mode=None)
+users_app = _sub_app("Look up users.")
 app.add_typer(users_app, name="users")
 
 KpiAtOption = Annotated[
@@ -242,22 +272,11 @@ KpiAtOption = Annotated[
 ]
 
 
-def _local(value, tz) -> str:
-    """An instant in the shop's time zone, to the second, for people."""
-    from datetime import datetime
-
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
-    if not isinstance(value, datetime):
-        return "" if value is None else str(value)
-    return value.astimezone(tz).isoformat(sep=" ", timespec="seconds")
-
-
 def _print_kpis(result: dict, tz) -> None:
     from engine.stats import format_money, format_rate
 
     currency = result["currency"]
-    typer.echo(f"Shop KPIs as of {_local(result['as_of'], tz)}")
+    echo(f"Shop KPIs as of {local_time(result['as_of'], tz)}")
     print_table(
         ["KPI", "value"],
         [
@@ -270,7 +289,7 @@ def _print_kpis(result: dict, tz) -> None:
             ["first-purchase conversion", format_rate(result["first_purchase_conversion"])],
         ],
     )
-    typer.echo("")
+    echo()
     print_table(
         ["stage", "users", "share", "buyers", "orders", "GMV", "AOV"],
         [
@@ -313,35 +332,24 @@ def stats(
 
     Example: nudge stats --since 2026-11-01 --until 2026-12-01
     """
-    from engine.clock import utcnow
-    from engine.errors import NudgeError
-    from engine.planning.timeparse import parse_instant
     from engine.stats import shop_report
-
-    def instant(option: str, value: str):
-        try:
-            return parse_instant(value, store.settings.tz)
-        except NudgeError as exc:
-            raise NudgeError(str(exc).replace("--at", option, 1)) from None
 
     if at and until:
         raise fail("--at and --until are the same instant: give one of them")
     store = open_project_store()
-    try:
-        as_of = instant("--until", until) if until else instant("--at", at) if at else utcnow()
-        start = instant("--since", since) if since else None
-        with store.read() as connection:
-            result = shop_report(connection, store.settings, since=start, until=as_of)
-    finally:
-        store.dispose()
+    tz = store.settings.tz
+    as_of = parse_at(until, "--until", tz) if until else parse_at(at, "--at", tz)
+    start = parse_instant_option(since, tz, "--since")
+    with store.read() as connection:
+        result = shop_report(connection, store.settings, since=start, until=as_of)
     if as_json:
         print_json(result)
     else:
         from engine.stats import currency_note, render_report
 
-        _print_kpis(result, store.settings.tz)
-        typer.echo(render_report(result, store.settings.tz))
-        typer.echo(f"\n{currency_note(result['currency'])}")
+        _print_kpis(result, tz)
+        echo(render_report(result, tz))
+        echo(f"\n{currency_note(result['currency'])}")
 
 
 @users_app.command("show")
@@ -351,41 +359,41 @@ def users_show(
 ) -> None:
     """One user: fields, consent, tags, profile, stage history and the latest 20 events.
 
+    A stay in a stage is shown from when the data put the shopper there (the
+    purchase that made them a repeat buyer), not from when the data was loaded.
+
     Example: nudge users show u00042
     """
     from engine.clock import utcnow
     from engine.users import user_detail
 
     store = open_project_store()
-    try:
-        with store.read() as connection:
-            detail = user_detail(connection, store.settings, user_id, utcnow())
-    finally:
-        store.dispose()
+    with store.read() as connection:
+        detail = user_detail(connection, store.settings, user_id, utcnow())
     if as_json:
         print_json(detail)
         return
     tz = store.settings.tz
     fields = {**detail["user"], **detail["consent"], "tags": ", ".join(detail["tags"])}
     fields["stage"] = detail["stage"]
-    print_table(["field", "value"], [[k, _local(v, tz)] for k, v in fields.items()])
-    typer.echo("")
+    print_table(["field", "value"], [[k, cell(v, tz)] for k, v in fields.items()])
+    echo()
     profile = detail["profile"] or {}
-    print_table(["profile", "value"], [[k, _local(v, tz)] for k, v in profile.items()])
-    typer.echo("")
+    print_table(["profile", "value"], [[k, cell(v, tz)] for k, v in profile.items()])
+    echo()
     print_table(
         ["stage", "entered", "exited"],
         [
-            [row["stage"], _local(row["entered_at"], tz), _local(row["exited_at"], tz)]
+            [row["stage"], local_time(row["entered_at"], tz), local_time(row["exited_at"], tz)]
             for row in detail["stage_history"]
         ],
     )
-    typer.echo("")
+    echo()
     print_table(
         ["time", "type", "amount", "order", "coupon", "utm_source"],
         [
             [
-                _local(e["occurred_at"], tz),
+                local_time(e["occurred_at"], tz),
                 e["type"],
                 "" if e["amount"] is None else f"{e['amount']} {e['currency'] or ''}".strip(),
                 e["order_id"],
@@ -434,24 +442,25 @@ def demo(
         _demo_respond(parse_at(at), seed, as_json)
         return
     store = open_project_store()
-    try:
-        result = build_demo(store, now=utcnow(), users=users, seed=seed)
-    finally:
-        store.dispose()
+    with progress.counter("demo shop: ingest") as advance:
+        result = build_demo(store, now=utcnow(), users=users, seed=seed, progress=advance)
     if as_json:
         print_json(result.as_dict())
         return
     ingest = result.ingest
     folder = result.files.users_path.parent
-    typer.echo(f"wrote {result.files.users} users and {result.files.events} events to {folder}")
-    typer.echo(
-        f"ingested {ingest.users_upserted} users and {ingest.events_inserted} events "
-        f"({ingest.rejected_count} rejected)"
+    echo(
+        f"wrote {plural(result.files.users, 'user')} and "
+        f"{plural(result.files.events, 'event')} to {folder}"
     )
-    typer.echo(f"recorded {result.stages.total_entered} stage entries")
+    echo(
+        f"ingested {plural(ingest.users_upserted, 'user')} and "
+        f"{plural(ingest.events_inserted, 'event')} ({ingest.rejected_count} rejected)"
+    )
+    echo(f"recorded {plural(result.stages.total_entered, 'stage entry')}")
     for rule_id, holdout in result.holdouts.items():
-        typer.echo(f"gave rules/{rule_id}.yaml a {holdout} holdout: `nudge report` measures it")
-    typer.echo("")
+        echo(f"gave rules/{rule_id}.yaml a {holdout} holdout: `nudge report` measures it")
+    echo()
     _print_kpis(result.stats, store.settings.tz)
 
 
@@ -460,12 +469,13 @@ def _demo_respond(now, seed: int, as_json: bool) -> None:
     from engine.durations import format_duration
 
     store = open_project_store()
-    result = simulate_responses(store, store.settings, now=now, seed=seed)
+    with progress.activity("shoppers answering"):
+        result = simulate_responses(store, store.settings, now=now, seed=seed)
     if as_json:
         print_json(result.as_dict())
         return
     tz, period = store.settings.tz, format_duration(RESPONSE_PERIOD)
-    typer.echo(f"shoppers' answers as of {_local(now, tz)} (within {period} of each message):")
+    echo(f"shoppers' answers as of {local_time(now, tz)} (within {period} of each message):")
     rows = []
     for rule_id, groups in result.rules.items():
         for name, counts in groups.items():
@@ -474,20 +484,18 @@ def _demo_respond(now, seed: int, as_json: bool) -> None:
             rows.append([rule_id, name, counts.decisions, counts.buyers, rate, code])
     print_table(["rule", "group", "users", "bought", "rate", "with the coupon"], rows)
     if result.too_recent:
-        typer.echo(
-            f"{result.too_recent} decisions not answered: not exposed {period} before "
-            f"{_local(now, tz)} (dispatch first, or give a later --at)"
+        echo(
+            f"{plural(result.too_recent, 'decision')} not answered: not exposed {period} "
+            f"before {local_time(now, tz)} (dispatch first, or give a later --at)"
         )
     ingest = result.ingest
-    line = f"ingested {ingest.events_inserted} events from {result.path}"
+    line = f"ingested {plural(ingest.events_inserted, 'event')} from {result.path}"
     if ingest.coupons:
-        line += ": coupon codes " + ", ".join(f"{k} {v}" for k, v in sorted(ingest.coupons.items()))
-    typer.echo(line)
+        line += f": coupon codes {counts_text(ingest.coupons)}"
+    echo(line)
 
 
-# (end of lifecycle section)
-
-# ---------------- rules: check, test, dry-run, explain, fire
+# ---------------- rules: check, test, dry-run, explain, fire, run
 
 
 @app.command()
@@ -507,17 +515,7 @@ def schema(
         typer.echo(text, nl=False)
     else:
         out.write_text(text, encoding="utf-8")
-        typer.echo(f"wrote {out}")
-
-
-def parse_at(value: str | None):
-    """--at: an ISO 8601 instant; without an offset it is read in the shop time zone."""
-    from engine.clock import utcnow
-    from engine.planning.timeparse import parse_instant
-
-    if value is None:
-        return utcnow()
-    return parse_instant(value, load_settings().tz)
+        echo(f"wrote {out}")
 
 
 AtOption = Annotated[
@@ -545,16 +543,21 @@ def check(
     """
     from engine.checking.check import check_project
 
-    report = check_project(load_settings(), use_store=not no_store)
+    settings = load_settings()
+    with progress.activity("checking rules and creatives"):
+        report = check_project(settings, use_store=not no_store)
     if json_output:
         print_json(report.as_dict())
     else:
         for diagnostic in report.diagnostics:
-            typer.echo(diagnostic.render(relative_to=Path.cwd()))
+            echo(diagnostic.render(relative_to=Path.cwd()))
         for rule_id, times in report.schedules.items():
-            shown = ", ".join(t.isoformat() for t in times) or "none within its flight"
-            typer.echo(f"{rule_id}: next fire times {shown}")
-        typer.echo(report.summary())
+            shown = ", ".join(local_time(t, settings.tz) for t in times) or "none within its flight"
+            echo(f"{rule_id}: next fire times {shown}")
+        echo(
+            f"{plural(len(report.rules), 'rule')} valid, {plural(len(report.errors), 'error')}, "
+            f"{plural(len(report.warnings), 'warning')}"
+        )
     raise typer.Exit(1 if report.errors else 0)
 
 
@@ -575,17 +578,32 @@ def test_rules(
     settings = load_settings()
     ruleset = load_ruleset(settings)
     for diagnostic in ruleset.diagnostics:
-        typer.echo(diagnostic.render(relative_to=Path.cwd()), err=True)
-    run = run_rule_tests(settings, path or settings.rules_dir / "tests", ruleset)
+        echo(diagnostic.render(relative_to=Path.cwd()), err=True)
+    with progress.activity("rule tests"):
+        run = run_rule_tests(settings, path or settings.rules_dir / "tests", ruleset)
     if json_output:
         print_json(run.as_dict())
     else:
         for result in run.results:
-            typer.echo(f"{'PASS' if result.passed else 'FAIL'}  {result.file.name}: {result.name}")
+            echo(f"{'PASS' if result.passed else 'FAIL'}  {result.file.name}: {result.name}")
             for failure in result.failures:
-                typer.echo(f"      {failure}")
-        typer.echo(f"{run.passed} passed, {run.failed} failed")
+                echo(f"      {failure}")
+        echo(f"{run.passed} passed, {run.failed} failed")
     raise typer.Exit(1 if run.failed or ruleset.errors else 0)
+
+
+def _evaluate(at: str | None, rule_ids: list[str] | None, **options):
+    """Load the rules and evaluate them at --at, with a spinner over the work."""
+    from engine.planning.compile import load_ruleset
+    from engine.planning.runner import evaluate
+
+    store = open_project_store()
+    ruleset = load_ruleset(store.settings)
+    when = parse_at(at, tz=store.settings.tz)
+    count = len(rule_ids) if rule_ids else len(ruleset.rules)
+    with progress.activity(f"evaluating {plural(count, 'rule')}"):
+        evaluation = evaluate(store, ruleset, at=when, rule_ids=rule_ids, **options)
+    return evaluation, store.settings.tz
 
 
 @app.command("dry-run")
@@ -601,20 +619,13 @@ def dry_run(
 
     Example: nudge dry-run --at 2026-11-11T20:00:00+08:00 --rule double-eleven
     """
-    from engine.planning.compile import load_ruleset
-    from engine.planning.runner import evaluate
+    from engine.presentation.evaluation import render_evaluation
 
-    store = open_project_store()
-    ruleset = load_ruleset(store.settings)
-    evaluation = evaluate(
-        store, ruleset, at=parse_at(at), rule_ids=rule, user_id=user, dry_run=True
-    )
+    evaluation, tz = _evaluate(at, rule, user_id=user, dry_run=True)
     if json_output:
         print_json(evaluation.as_dict())
-        return
-    from engine.planning.report import render_evaluation
-
-    typer.echo(render_evaluation(evaluation))
+    else:
+        echo(render_evaluation(evaluation, tz))
 
 
 @app.command()
@@ -627,18 +638,13 @@ def fire(
 
     Example: nudge fire winback-lapsed-members
     """
-    from engine.planning.compile import load_ruleset
-    from engine.planning.runner import evaluate
+    from engine.presentation.evaluation import render_evaluation
 
-    store = open_project_store()
-    ruleset = load_ruleset(store.settings)
-    evaluation = evaluate(store, ruleset, at=parse_at(at), rule_ids=[rule], mode="fire")
+    evaluation, tz = _evaluate(at, [rule], mode="fire")
     if json_output:
         print_json(evaluation.as_dict())
     else:
-        from engine.planning.report import render_evaluation
-
-        typer.echo(render_evaluation(evaluation))
+        echo(render_evaluation(evaluation, tz))
     raise typer.Exit(1 if evaluation.failed else 0)
 
 
@@ -661,11 +667,12 @@ def explain(
 
     store = open_project_store()
     ruleset = load_ruleset(store.settings)
-    explanation = explain_user(store, ruleset, user, rule, at=parse_at(at), funnel=funnel)
+    when = parse_at(at, tz=store.settings.tz)
+    explanation = explain_user(store, ruleset, user, rule, at=when, funnel=funnel)
     if json_output:
         print_json(explanation)
     else:
-        typer.echo(render_explanation(explanation))
+        echo(render_explanation(explanation))
 
 
 @app.command("run")
@@ -686,29 +693,33 @@ def run_daemon_command(
     log_format: Annotated[
         str, typer.Option("--log-format", help="text, or json: one object per line.")
     ] = "text",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="The same as --log-format json.")
+    ] = False,
 ) -> None:
     """The daemon: evaluate rules when data arrives, a schedule slot is due or a tick
     passes; deliver the outbox continuously. SIGTERM/SIGINT stop it cleanly.
+
+    Prints one line per evaluation or delivery that did something; --once ends with a
+    summary line.
 
     Example: nudge run --log-format json
     """
     from engine.daemon import run_daemon
     from engine.daemon_log import FORMATS, DaemonLog
 
+    if json_output:
+        log_format = "json"
     if log_format not in FORMATS:
         raise fail(f"--log-format must be one of {', '.join(FORMATS)}, not {log_format!r}")
-    run_daemon(
-        once=once,
-        dispatch=not no_dispatch,
-        tick_seconds=tick_seconds,
-        log=DaemonLog(log_format),
-    )
+    log = DaemonLog(log_format, tz=shop_zone())
+    run_daemon(once=once, dispatch=not no_dispatch, tick_seconds=tick_seconds, log=log)
+    if once:
+        log.summary()
 
-
-# (end of rules section)
 
 # ---------------- creatives: preview, landing
-landing_app = typer.Typer(help="Landing pages.", no_args_is_help=True, rich_markup_mode=None)
+landing_app = _sub_app("Landing pages.")
 app.add_typer(landing_app, name="landing")
 
 
@@ -738,6 +749,8 @@ def preview(
 ) -> None:
     """Render every surface of a creative into files and print widths against limits.
 
+    Warns when the SMS takes several parts (each part is billed as one message).
+
     Example: nudge preview winback --rule winback-lapsed-members --variant bigger-coupon
     """
     import os
@@ -760,6 +773,7 @@ def preview(
         locale=locale,
         secret=secret.encode() if secret else None,
     )
+    warnings = _sms_part_warnings(result.rows)
     if json_output:
         print_json(
             {
@@ -768,23 +782,47 @@ def preview(
                 "out": str(result.out),
                 "surfaces": [asdict(row) for row in result.rows],
                 "diagnostics": [d.as_dict() for d in result.diagnostics],
+                "warnings": warnings,
             }
         )
     else:
-        typer.echo(f"{result.creative} ({result.locale}) -> {result.out}")
+        echo(f"{result.creative} ({result.locale}) -> {result.out}")
         print_table(
             ["surface", "file", "width/size", "status"],
             [[r.surface, r.file, r.size, r.status] for r in result.rows],
         )
         for diagnostic in result.diagnostics:
-            typer.echo(diagnostic.render(), err=True)
+            echo(diagnostic.render(), err=True)
+        for message in warnings:
+            warn(message)
     if result.diagnostics:
         raise typer.Exit(1)
+
+
+def _sms_part_warnings(rows) -> list[str]:
+    """One warning per rendered SMS that does not fit one part (GSM-7 160, UCS-2 70)."""
+    from engine.creatives.width import sms_segments
+
+    warnings = []
+    for row in rows:
+        if row.surface != "sms" or not row.file or not Path(row.file).is_file():
+            continue
+        # The preview file is the message, then a `--- size` footer for people.
+        text = Path(row.file).read_text(encoding="utf-8").rsplit("\n--- ", 1)[0]
+        parts, encoding = sms_segments(text)
+        if parts > 1:
+            one_part = 160 if encoding == "GSM-7" else 70
+            warnings.append(
+                f"{row.file}: the SMS takes {parts} parts ({encoding}, {len(text)} characters); "
+                f"each part is billed as one message: {one_part} characters fit in one"
+            )
+    return warnings
 
 
 @landing_app.command("build")
 def landing_build(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("build/landing"),
+    json_output: JsonFlag = False,
 ) -> None:
     """Write the landing page of every creative, locale and variant as a static site.
 
@@ -793,45 +831,37 @@ def landing_build(
     from engine.clock import utcnow
     from engine.creatives.landing import build_landing_site
 
-    pages = build_landing_site(load_settings(), out, now=utcnow())
+    with progress.activity("building landing pages"):
+        pages = build_landing_site(load_settings(), out, now=utcnow())
+    if json_output:
+        print_json(
+            {
+                "index": str(out / "index.html"),
+                "pages": [
+                    {
+                        "creative": p.creative,
+                        "rule": p.rule_id,
+                        "variant": p.variant,
+                        "locale": p.locale,
+                        "file": str(p.path),
+                    }
+                    for p in pages
+                ],
+            }
+        )
+        return
     print_table(
         ["creative", "rule", "variant", "locale", "file"],
         [[p.creative, p.rule_id, p.variant or "default", p.locale, p.path] for p in pages],
     )
-    typer.echo(f"{len(pages)} pages, index: {out / 'index.html'}")
+    echo(f"{plural(len(pages), 'page')}, index: {out / 'index.html'}")
 
-
-# (end of creatives section)
 
 # ---------------- delivery: dispatch, status, coupons, audiences
-coupons_app = typer.Typer(help="Coupon codes.", no_args_is_help=True, rich_markup_mode=None)
+coupons_app = _sub_app("Coupon codes.")
 app.add_typer(coupons_app, name="coupons")
-audiences_app = typer.Typer(
-    help="Retargeting audiences.", no_args_is_help=True, rich_markup_mode=None
-)
+audiences_app = _sub_app("Retargeting audiences.")
 app.add_typer(audiences_app, name="audiences")
-
-
-def _delivery_now(value: str | None):
-    """--at for delivery commands: ISO 8601; without an offset, in the shop time zone."""
-    from engine.clock import utcnow
-    from engine.planning.timeparse import parse_instant
-
-    if value is None:
-        return utcnow()
-    return parse_instant(value, load_settings().tz)
-
-
-class _delivery_store:  # lower case: used like a function, `with _delivery_store() as s:`
-    """The project's store, closed afterwards (PostgreSQL connections are not leaked)."""
-
-    def __enter__(self):
-        self.store = open_project_store()
-        return self.store
-
-    def __exit__(self, *exc_info) -> None:
-        self.store.dispose()
-
 
 DeliveryAt = Annotated[
     str | None, typer.Option("--at", help="Act as of this instant (ISO 8601; default: now).")
@@ -848,20 +878,24 @@ def dispatch(
 
     Example: nudge dispatch --once
     """
+    import contextlib
+
     from engine.delivery.runner import run_dispatcher
 
     def show(report) -> None:
         if json_output:
             print_json(report.as_dict())
         else:
-            counts = ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items()))
-            reasons = ", ".join(f"{k} {v}" for k, v in sorted(report.reasons.items()))
-            typer.echo(f"claimed {report.claimed}: {counts or 'nothing due'}")
-            if reasons:
-                typer.echo(f"reasons: {reasons}")
+            echo(f"claimed {report.claimed}: {counts_text(report.outcomes, 'nothing due')}")
+            if report.reasons:
+                echo(f"reasons: {counts_text(report.reasons)}")
 
-    with _delivery_store() as store:
-        run_dispatcher(store, once=once, at=_delivery_now(at) if at else None, on_pass=show)
+    store = open_project_store()
+    when = parse_at(at, tz=store.settings.tz) if at else None
+    # The loop runs until stopped and prints each pass: a spinner only for one pass.
+    working = progress.activity("delivering") if once else contextlib.nullcontext()
+    with working:
+        run_dispatcher(store, once=once, at=when, on_pass=show)
 
 
 @app.command()
@@ -901,14 +935,15 @@ def report(
 
     Example: nudge report --since 2026-11-01 --rule winback-lapsed-members --html report.html
     """
-    from engine.measurement.report import build_report, option_instant, render_report
+    from engine.measurement.report import build_report, render_report
 
-    with _delivery_store() as store:
-        tz = store.settings.tz
+    store = open_project_store()
+    tz = store.settings.tz
+    with progress.activity("measuring"):
         result = build_report(
             store,
-            since=option_instant("--since", since, tz),
-            until=option_instant("--until", until, tz),
+            since=parse_instant_option(since, tz, "--since"),
+            until=parse_instant_option(until, tz, "--until"),
             rule_ids=rule,
         )
         if html_file is not None:
@@ -918,9 +953,9 @@ def report(
     if json_output:
         print_json(result.as_dict(tz))
     elif html_file is not None:
-        typer.echo(f"HTML report written to {html_file}")
+        echo(f"HTML report written to {html_file}")
     else:
-        typer.echo(render_report(result, tz))
+        echo(render_report(result, tz))
 
 
 @app.command()
@@ -935,61 +970,53 @@ def status(
 
     Example: nudge status --all
     """
+    from engine.clock import utcnow
     from engine.delivery.status import delivery_status
+    from engine.operations import operations
+    from engine.planning.compile import load_ruleset
 
     shown = 10  # rows per list without --all; --json is for machines: always every row
 
     def more(hidden: int) -> None:
         if hidden > 0:
-            typer.echo(f"… and {hidden} more (nudge status --all / --json)")
+            echo(f"… and {hidden} more (nudge status --all / --json)")
 
-    from engine.clock import utcnow
-    from engine.operations import operations
-    from engine.planning.compile import load_ruleset
-
-    with _delivery_store() as store:
-        report = delivery_status(store, limit=None if json_output or all_rows else shown)
-        ops = operations(store, load_ruleset(store.settings), now=utcnow())
-        tz = store.settings.tz
+    store = open_project_store()
+    report = delivery_status(store, limit=None if json_output or all_rows else shown)
+    ops = operations(store, load_ruleset(store.settings), now=utcnow())
+    tz = store.settings.tz
     if json_output:
         print_json(report.as_dict() | ops.as_dict())
         return
     print_table(["state", "actions"], [[k, v] for k, v in report.counts.items()])
-    typer.echo(f"oldest pending: {_local(report.oldest_pending_at, tz) or '-'}")
+    echo(f"oldest pending: {local_time(report.oldest_pending_at, tz) or '-'}")
     if report.skipped_reasons:
-        typer.echo("")
+        echo()
         print_table(["skip reason", "actions"], [[k, v] for k, v in report.skipped_reasons.items()])
     if report.retrying:
-        typer.echo("")
+        echo()
         print_table(
             ["retrying id", "rule", "user", "kind", "attempts", "next attempt", "reason"]
             + ["last error"],
             [
                 [r["id"], r["rule_id"], r["user_id"], r["kind"], r["attempts"]]
-                + [_local(r["next_attempt_at"], tz), r["reason"], (r["last_error"] or "")[:80]]
+                + [local_time(r["next_attempt_at"], tz), r["reason"], (r["last_error"] or "")[:80]]
                 for r in report.retrying
             ],
         )
         more(report.retrying_total - len(report.retrying))
     if report.dead:
-        typer.echo("")
+        echo()
         print_table(
             ["dead id", "rule", "user", "kind", "attempts", "reason", "last error"],
             [
-                [
-                    d["id"],
-                    d["rule_id"],
-                    d["user_id"],
-                    d["kind"],
-                    d["attempts"],
-                    d["reason"],
-                    (d["last_error"] or "")[:80],
-                ]
+                [d["id"], d["rule_id"], d["user_id"], d["kind"], d["attempts"], d["reason"]]
+                + [(d["last_error"] or "")[:80]]
                 for d in report.dead
             ],
         )
         more(report.dead_total - len(report.dead))
-    typer.echo("")
+    echo()
     _print_operations(ops, tz)
 
 
@@ -999,15 +1026,15 @@ def _print_operations(ops, tz) -> None:
         print_table(
             ["daemon", "host", "pid", "started", "last heartbeat", "state"],
             [
-                [d["id"][:8], d["host"], d["pid"], _local(d["started_at"], tz)]
-                + [_local(d["heartbeat_at"], tz), d["state"]]
+                [d["id"][:8], d["host"], d["pid"], local_time(d["started_at"], tz)]
+                + [local_time(d["heartbeat_at"], tz), d["state"]]
                 for d in ops.daemons
             ],
         )
     else:
-        typer.echo("no daemon has run in the last 7 days (start one: nudge run)")
+        echo("no daemon has run in the last 7 days (start one: nudge run)")
     if ops.rules:
-        typer.echo("")
+        echo()
         rows = []
         for rule in ops.rules:
             last = rule["last_run"] or {}
@@ -1017,14 +1044,15 @@ def _print_operations(ops, tz) -> None:
                 if last["error"]:
                     summary = f"{last['status']}: {last['error'][:60]}"
             rows.append(
-                [rule["rule"], rule["status"], rule["trigger"], _local(rule["next_fire"], tz)]
-                + [_local(last.get("at"), tz), summary]
+                [rule["rule"], rule["status"], rule["trigger"], local_time(rule["next_fire"], tz)]
+                + [local_time(last.get("at"), tz), summary]
             )
         print_table(["rule", "status", "trigger", "next fire", "last run", "result"], rows)
     for missed in ops.missed:
-        typer.echo(
-            f"missed: {missed['rule']} skipped {missed['missed']} slot(s) up to "
-            f"{_local(missed['through'], tz)} (older than misfire_grace when a daemon came back)"
+        echo(
+            f"missed: {missed['rule']} skipped {plural(missed['missed'], 'slot')} up to "
+            f"{local_time(missed['through'], tz)} (older than misfire_grace when a daemon "
+            "came back)"
         )
 
 
@@ -1032,6 +1060,7 @@ def _print_operations(ops, tz) -> None:
 def retry(
     ids: Annotated[list[int] | None, typer.Argument(help="Dead action ids.")] = None,
     all_dead: Annotated[bool, typer.Option("--all", help="Requeue every dead action.")] = False,
+    json_output: JsonFlag = False,
 ) -> None:
     """Requeue dead letters (after fixing their cause) so the next dispatch retries them.
 
@@ -1042,13 +1071,18 @@ def retry(
 
     if bool(ids) == all_dead:
         raise fail("give dead action ids, or --all")
-    with _delivery_store() as store:
-        count = retry_dead(store, now=utcnow(), ids=None if all_dead else ids)
-    typer.echo(f"requeued {count} dead action(s)")
+    count = retry_dead(open_project_store(), now=utcnow(), ids=None if all_dead else ids)
+    if json_output:
+        print_json({"requeued": count})
+    else:
+        echo(f"requeued {plural(count, 'dead action')}")
 
 
 @app.command()
-def unsubscribe(token: Annotated[str, typer.Argument(help="Token from the email link.")]) -> None:
+def unsubscribe(
+    token: Annotated[str, typer.Argument(help="Token from the email link.")],
+    json_output: JsonFlag = False,
+) -> None:
     """Unsubscribe a user from marketing email by the token in their List-Unsubscribe link.
 
     Example: nudge unsubscribe 3q2-Xb0Kc1rT9aWwzV5mJQdE8yHnLp7u
@@ -1056,9 +1090,11 @@ def unsubscribe(token: Annotated[str, typer.Argument(help="Token from the email 
     from engine.clock import utcnow
     from engine.delivery.unsubscribe import unsubscribe as unsubscribe_token
 
-    with _delivery_store() as store:
-        user_id = unsubscribe_token(store, token, now=utcnow())
-    typer.echo(f"unsubscribed {user_id}")
+    user_id = unsubscribe_token(open_project_store(), token, now=utcnow())
+    if json_output:
+        print_json({"unsubscribed": user_id})
+    else:
+        echo(f"unsubscribed {user_id}")
 
 
 @app.command()
@@ -1083,9 +1119,9 @@ def serve(
     if secret_from_env(SECRET_ENV) is None:
         raise fail(f"set {SECRET_ENV} (a long random string) to sign click links")
     settings = load_settings()
-    app = create_app(settings, store=open_project_store())
+    server_app = create_app(settings, store=open_project_store(settings))
     uvicorn.run(
-        app,
+        server_app,
         host=host or settings.serve.host,
         port=port or settings.serve.port,
         proxy_headers=True,
@@ -1097,7 +1133,7 @@ def serve(
 
 @coupons_app.command("export")
 def coupons_export(
-    out: Annotated[Path | None, typer.Option("--out", help="CSV file (default: stdout).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="CSV file; - or none: stdout.")] = None,
 ) -> None:
     """Write every issued coupon code as CSV for the shop's checkout.
 
@@ -1107,13 +1143,13 @@ def coupons_export(
 
     from engine.coupons.export import export_coupons
 
-    with _delivery_store() as store:
-        if out is None:
-            export_coupons(store, sys.stdout)
-            return
-        with out.open("w", encoding="utf-8", newline="") as handle:
-            count = export_coupons(store, handle)
-    typer.echo(f"wrote {count} coupon(s) to {out}")
+    store = open_project_store()
+    if out is None or str(out) == "-":  # like `nudge ingest -`: stdin in, stdout out
+        export_coupons(store, sys.stdout)
+        return
+    with out.open("w", encoding="utf-8", newline="") as handle:
+        count = export_coupons(store, handle)
+    echo(f"wrote {plural(count, 'coupon')} to {out}")
 
 
 @coupons_app.command("redeem")
@@ -1125,12 +1161,11 @@ def coupons_redeem(json_output: JsonFlag = False) -> None:
     from engine.clock import utcnow
     from engine.coupons.redeem import redeem_coupons
 
-    with _delivery_store() as store:
-        report = redeem_coupons(store, now=utcnow())
+    report = redeem_coupons(open_project_store(), now=utcnow())
     if json_output:
         print_json({"counts": dict(report.counts), "refused": report.refused})
         return
-    typer.echo(", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())) or "nothing new")
+    echo(counts_text(report.counts, "nothing new"))
     if report.refused:
         print_table(
             ["user", "code", "order", "outcome"],
@@ -1158,16 +1193,20 @@ def _print_audience_results(results, json_output: bool) -> None:
         )
         return
     for r in results:
-        typer.echo(
-            f"{r.platform}: +{r.added} -{r.removed} ({r.skipped_no_identifier} without "
-            "email or phone)"
+        echo(
+            f"{r.platform}: +{r.added} -{r.removed} "
+            f"({r.skipped_no_identifier} without email or phone)"
         )
-        if r.phones_left_out:  # by reason: "invalid" or "unparseable" (engine/phones.py)
-            total = r.phones_left_out.total()
-            reasons = ", ".join(f"{n} {why}" for why, n in sorted(r.phones_left_out.items()))
-            typer.echo(f"  left out {total} phone number{'s' * (total != 1)}: {reasons}")
+        _print_phones_left_out(r.phones_left_out)
         for path in r.files:
-            typer.echo(f"  wrote {path}")
+            echo(f"  wrote {path}")
+
+
+def _print_phones_left_out(left_out) -> None:
+    """By reason: "invalid" or "unparseable" (engine/phones.py)."""
+    if left_out:
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(left_out.items()))
+        echo(f"  left out {plural(left_out.total(), 'phone number')}: {reasons}")
 
 
 AudienceOut = Annotated[Path | None, typer.Option("--out", help="Folder for the files.")]
@@ -1184,18 +1223,33 @@ def audiences_sync(
 ) -> None:
     """Write the adds and removes of an audience since its last sync, per platform.
 
+    Platforms that no rule adding to the audience targets (`platforms: [meta]`) are
+    skipped, with a warning.
+
     Example: nudge audiences sync lapsed-high-value --platform google --platform meta
     """
+    from engine.audiences.platforms import audience_platforms, refusal
     from engine.audiences.sync import sync_audience
     from engine.clock import utcnow
     from engine.delivery.config import delivery_config
 
-    with _delivery_store() as store:
-        config = delivery_config(store.settings)
+    store = open_project_store()
+    config = delivery_config(store.settings)
+    targeted = audience_platforms(store.settings, name)
+    chosen = []
+    for candidate in platform or config.audiences.platforms:
+        reason = refusal(name, candidate, targeted)
+        if reason is None:
+            chosen.append(candidate)
+        else:
+            warn(f"skipped {candidate}: {reason}")
+    if not chosen:
+        raise fail(f"nothing to sync for audience {name!r}: every platform asked for was skipped")
+    with progress.activity(f"syncing {name}"):
         results = sync_audience(
             store,
             name,
-            platforms=tuple(platform or config.audiences.platforms),
+            platforms=tuple(chosen),
             out_dir=out or store.settings.project_dir / config.audiences.folder,
             now=utcnow(),
         )
@@ -1211,15 +1265,23 @@ def audiences_export(
 ) -> None:
     """Write the whole consenting membership of an audience in a platform's format.
 
+    Refuses a platform that no rule adding to the audience targets (a rule's
+    `audience: {..., platforms: [meta]}` keeps it off Google).
+
     Example: nudge audiences export lapsed-high-value --format google --out exports/
     """
+    from engine.audiences.platforms import audience_platforms, refusal
     from engine.audiences.sync import export_audience
     from engine.clock import utcnow
     from engine.delivery.config import delivery_config
 
-    with _delivery_store() as store:
-        config = delivery_config(store.settings)
-        folder = out or store.settings.project_dir / config.audiences.folder
+    store = open_project_store()
+    reason = refusal(name, format, audience_platforms(store.settings, name))
+    if reason is not None:
+        raise fail(reason)
+    config = delivery_config(store.settings)
+    folder = out or store.settings.project_dir / config.audiences.folder
+    with progress.activity(f"exporting {name}"):
         result = export_audience(store, name, format, folder, now=utcnow())
     _print_audience_results([result], json_output)
 
@@ -1254,38 +1316,109 @@ def audiences_export_converters(
     """
     from engine.audiences.converters import export_converters
     from engine.delivery.config import delivery_config
-    from engine.measurement.report import option_instant
 
-    with _delivery_store() as store:
-        tz = store.settings.tz
-        config = delivery_config(store.settings)
+    store = open_project_store()
+    tz = store.settings.tz
+    config = delivery_config(store.settings)
+    with progress.activity(f"exporting the converters of {rule}"):
         result = export_converters(
             store,
             rule,
             format,
             out or store.settings.project_dir / config.audiences.folder,
-            since=option_instant("--since", since, tz),
-            until=option_instant("--until", until, tz),
+            since=parse_instant_option(since, tz, "--since"),
+            until=parse_instant_option(until, tz, "--until"),
         )
     if json_output:
         print_json(result.as_dict())
         return
-    period = f"{_local(result.since, tz)} to {_local(result.until, tz)}"
-    typer.echo(f"{result.rule}: {result.converters} converted users (decisions from {period})")
+    period = f"{local_time(result.since, tz)} to {local_time(result.until, tz)}"
+    echo(f"{result.rule}: {plural(result.converters, 'converted user')} (decisions from {period})")
     skipped = f"{result.skipped_no_identifier} without email or phone"
     if result.left_out:  # by consent refusal: no_consent, unsubscribed (engine/consent.py)
         reasons = ", ".join(f"{why} {n}" for why, n in sorted(result.left_out.items()))
         skipped += f"; left out {result.left_out.total()} without ads consent: {reasons}"
-    typer.echo(f"{result.platform}: +{result.exported} ({skipped})")
-    if result.phones_left_out:
-        total = result.phones_left_out.total()
-        reasons = ", ".join(f"{n} {why}" for why, n in sorted(result.phones_left_out.items()))
-        typer.echo(f"  left out {total} phone number{'s' * (total != 1)}: {reasons}")
+    echo(f"{result.platform}: +{result.exported} ({skipped})")
+    _print_phones_left_out(result.phones_left_out)
     for path in result.files:
-        typer.echo(f"  wrote {path}")
+        echo(f"  wrote {path}")
 
 
 # (end of delivery section)
+
+
+# ---------------- rule files: fmt, journeys
+
+
+@app.command("fmt")
+def fmt(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Rule files, rule test files or folders (default: the rules folder and "
+            "its tests/)."
+        ),
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Change nothing; exit 1 listing the files that would change (CI)."
+        ),
+    ] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Format rule files and rule test files: one indentation style, comments, key order
+    and quotes kept. A file that does not parse is reported and left alone.
+
+    Exit 1 on a file that cannot be formatted, and with --check on any file that would change.
+
+    Example: nudge fmt --check
+    """
+    from engine.rules.formatting import format_paths
+
+    report = format_paths(paths or [load_settings().rules_dir], check=check)
+    if json_output:
+        print_json(report.as_dict())
+    else:
+        for diagnostic in report.diagnostics:
+            echo(diagnostic.render(relative_to=Path.cwd()))
+        for path in report.changed:
+            shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+            echo(f"{'would reformat' if check else 'reformatted'} {shown}")
+        echo(report.summary(check=check))
+    raise typer.Exit(1 if report.diagnostics or (check and report.changed) else 0)
+
+
+@app.command()
+def journeys(
+    html_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            dir_okay=False,
+            help="Also write the map as one self-contained HTML page (no network needed).",
+        ),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Show the rules linked by `after:` triggers (multi-step journeys) as trees, with
+    each rule's status, trigger, wait and `unless` stop, its exclusive group, and any
+    loop of follow-ups.
+
+    Example: nudge journeys --html journeys.html
+    """
+    from engine.journeys import load_journeys, render_text, write_html
+
+    settings = load_settings()
+    journey_map = load_journeys(settings.rules_dir)
+    if html_file is not None:
+        write_html(journey_map, html_file, title=f"{settings.shop.name}: journeys")
+    if json_output:
+        print_json(journey_map.as_dict())
+        return
+    typer.echo(render_text(journey_map), nl=False)
+    if html_file is not None:
+        echo(f"HTML written to {html_file}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """One user in detail (`nudge users show`): fields, consent, tags, profile, stages, events.
 
 The stage shown is computed as of `now` from the events (the same definition rules
-use); the history is what `refresh_stages` recorded.
+use); the history is what `refresh_stages` recorded, each stay starting when the data
+put the user there (`natural_entries`).
 """
 
 from __future__ import annotations
@@ -83,9 +84,69 @@ def user_detail(
         "profile": dict(profile) if profile else None,
         "stage": stage,
         "stage_as_of": now,
-        "stage_history": stage_history(connection, user_id),
+        "stage_history": natural_entries(
+            stage_history(connection, user_id),
+            _money_events(connection, user_id),
+            vip_total_spent=settings.lifecycle.vip_total_spent,
+        ),
         "recent_events": [dict(row) for row in recent],
     }
+
+
+def natural_entries(
+    history: list[dict], money_events: list[tuple[datetime, str, Any]], *, vip_total_spent
+) -> list[dict]:
+    """The history with each stay's `entered_at` at the instant the data put the user
+    there; `recorded_at` keeps when Nudge recorded it.
+
+    The lifecycle records most stays from the event that starts them (first purchase,
+    signup, lapse). Repeat buyer and VIP have no such instant in the stage definition,
+    so they are recorded at the refresh that saw them, which after a bulk load is the
+    load time. Here they start at the purchase that made the user a repeat buyer (the
+    second) or a VIP (the one that took net spend to the threshold); never before the
+    previous stay began. A stay whose instant the events cannot give (a VIP by tier)
+    keeps its recorded one.
+    """
+    shown = []
+    previous_entry = None
+    for row in history:
+        row = dict(row)
+        recorded_at, entered_at = row.get("recorded_at"), row["entered_at"]
+        if row["stage"] in ("repeat_buyer", "vip") and entered_at == recorded_at:
+            natural = _entry_by_purchases(
+                row["stage"], money_events, previous_entry, recorded_at, vip_total_spent
+            )
+            if natural is not None:
+                row["entered_at"] = natural
+        previous_entry = row["entered_at"]
+        shown.append(row)
+    return shown
+
+
+def _entry_by_purchases(stage, money_events, not_before, not_after, vip_total_spent):
+    purchases, spent = 0, 0
+    for occurred_at, kind, amount in money_events:
+        if not_after is not None and occurred_at > not_after:
+            break
+        if kind == "purchase":
+            purchases += 1
+            spent += amount or 0
+        else:  # refund: net spend, as the profile counts it
+            spent -= amount or 0
+        reached = purchases >= 2 if stage == "repeat_buyer" else spent >= vip_total_spent
+        if kind == "purchase" and reached and (not_before is None or occurred_at >= not_before):
+            return occurred_at
+    return None
+
+
+def _money_events(connection: Connection, user_id: str) -> list[tuple[datetime, str, Any]]:
+    """The user's purchases and refunds, oldest first: (occurred_at, type, amount)."""
+    rows = connection.execute(
+        sa.select(events.c.occurred_at, events.c.type, events.c.amount)
+        .where(events.c.user_id == user_id, events.c.type.in_(("purchase", "refund")))
+        .order_by(events.c.occurred_at, events.c.id)
+    )
+    return [tuple(row) for row in rows]
 
 
 def _did_you_mean(connection: Connection, user_id: str) -> str:

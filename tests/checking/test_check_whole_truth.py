@@ -146,7 +146,7 @@ def test_an_email_with_an_ad_only_creative_is_an_error_at_its_creative_key(offli
         "email.<locale>.html for locale en, zh-CN (it has: landing, ads; creatives with an "
         "email: cross-sell, double-eleven, thank-you, welcome, winback)"
     ]
-    assert summary == "1 rules valid, 1 errors, 0 warnings"
+    assert summary == "1 rule valid, 1 error, 0 warnings"
 
 
 # ---------------------------------------------------------------- event types nothing sends
@@ -208,7 +208,7 @@ def test_event_types_are_not_checked_without_a_database(offline):
 
     code, lines, summary = check()
 
-    assert (code, lines, summary) == (0, [], "1 rules valid, 0 errors, 0 warnings")
+    assert (code, lines, summary) == (0, [], "1 rule valid, 0 errors, 0 warnings")
     assert not (offline.project_dir / "nudge.db").exists()  # check created no database
 
 
@@ -250,7 +250,7 @@ def test_the_readme_example_rule_checks_clean_with_the_shipped_creatives(offline
 
     code, lines, summary = check("--no-store")
 
-    assert (code, lines, summary) == (0, [], "1 rules valid, 0 errors, 0 warnings")
+    assert (code, lines, summary) == (0, [], "1 rule valid, 0 errors, 0 warnings")
     # Its creative fits it: an email stating its coupon, and no word a repeat buyer
     # would find wrong.
     creative = re.search(r"email: \{creative: ([a-z0-9-]+)\}", text)[1]

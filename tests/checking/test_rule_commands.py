@@ -52,7 +52,7 @@ def test_check_reports_every_error_with_location(project):
     assert (
         f"{rules / 'winback.yaml'}:12:21: error: rule winback: no creative 'winback' in "
     ) in result.output
-    assert result.output.rstrip().endswith("1 rules valid, 3 errors, 0 warnings")
+    assert result.output.rstrip().endswith("1 rule valid, 3 errors, 0 warnings")
 
 
 def test_check_json_and_schedule_fire_times(project):
@@ -137,7 +137,9 @@ def test_dry_run_and_fire_through_the_cli(store, project, tmp_path):
 
     dry = invoke("dry-run", "--at", at, "--rule", "winback")
     assert dry.exit_code == 0, dry.output
-    assert dry.output.startswith(f"dry-run at {at} (nothing written)\n")
+    shop_time = T.astimezone(project.tz).isoformat(sep=" ", timespec="seconds")
+    assert dry.output.startswith(f"dry-run at {shop_time}\n")
+    assert dry.output.splitlines()[-1].endswith("; nothing written")
     assert "winback: matched " in dry.output
 
     fired = invoke("fire", "winback", "--at", at)

@@ -64,7 +64,7 @@ def test_dispatch_status_retry_exports(store, project_dir, monkeypatch):
 
     assert invoke("retry") == (1, "Error: give dead action ids, or --all\n")
     assert invoke("retry", "999")[1] == "Error: no outbox action with id 999\n"
-    assert invoke("retry", "--all") == (0, "requeued 1 dead action(s)\n")
+    assert invoke("retry", "--all") == (0, "requeued 1 dead action\n")
     # Requeued, it is listed with the error that killed it until it is delivered.
     data = json.loads(invoke("status", "--json")[1])
     [requeued] = data["retrying"]

@@ -30,8 +30,8 @@ def test_rejects_are_listed_and_exit_code_is_2(store, project_dir, monkeypatch):
         "rejected rows written to events.csv.rejects.jsonl\n"
     )
     assert result.stdout == (
-        "2 rows read from 1 file(s): 0 users upserted, 1 users created by events, "
-        "1 events stored, 0 duplicates skipped, 1 rejected\n"
+        "2 rows read from 1 file: 0 users upserted, 1 user created by events, "
+        "1 event stored, 0 duplicates skipped, 1 rejected\n"
     )
 
     again = runner.invoke(app, ["ingest", "events.csv", "--json"])
@@ -45,7 +45,7 @@ def test_clean_import_exits_0(store, project_dir, monkeypatch):
     result = runner.invoke(app, ["ingest", "-"], input='{"id": "u1", "email": "a@example.com"}\n')
     assert result.exit_code == 0
     assert result.stdout == (
-        "1 rows read from 1 file(s): 1 users upserted, 0 users created by events, "
+        "1 row read from 1 file: 1 user upserted, 0 users created by events, "
         "0 events stored, 0 duplicates skipped, 0 rejected\n"
     )
 
