@@ -1,10 +1,11 @@
 """Bulk writers: one batch of validated rows -> the store, set-based, in one transaction.
 
-SQLite gets Core `executemany` (one prepared statement, many parameter sets); PostgreSQL
-gets COPY into TEMP staging tables followed by one INSERT ... SELECT, the fastest path
-psycopg 3 offers. Either way every statement after the load is set-based: bare users
-for unknown ids, upserts, the unsubscribe update and the profile refresh each run once
-per batch, never once per row. Ad spend rows are upserted the same two ways.
+Events are staged once per batch and converted by the database (event_staging.py): on
+SQLite one JSON document read back by `json_each` in a single INSERT ... SELECT, on
+PostgreSQL COPY into a TEMP staging table and one INSERT ... SELECT. Every statement
+after that is set-based too: bare users for unknown ids, the unsubscribe update and
+the profile refresh each run once per batch, never once per row. Users and ad spend
+rows are upserted through Core executemany (SQLite) or the same COPY staging.
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
+from engine.ingest.event_staging import (
+    EVENT_FIELDS,
+    copy_rows,
+    json_documents,
+    sqlite_insert_batch_users,
+    sqlite_insert_events,
+)
 from engine.store.marketing import AdSpend
 from engine.store.people import Event, User, UserTag
 from engine.store.profiles import refresh_profiles
@@ -29,26 +37,6 @@ user_tags = UserTag.__table__
 events = Event.__table__
 ad_spend = AdSpend.__table__
 
-# Columns a batch of events carries, in COPY order (id is generated, ingested_at added).
-EVENT_COLUMNS = (
-    "source_id",
-    "user_id",
-    "type",
-    "occurred_at",
-    "amount",
-    "currency",
-    "original_amount",
-    "original_currency",
-    "order_id",
-    "coupon_code",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_content",
-    "utm_term",
-    "properties",
-    "ingested_at",
-)
 USER_COLUMNS = (
     "id",
     "email",
@@ -111,7 +99,7 @@ staged_users = sa.Table(
 staged_events = sa.Table(
     "nudge_ingest_events",
     _temp,
-    *(sa.Column(c.name, c.type) for c in events.c if c.name in EVENT_COLUMNS),
+    *(sa.Column(c.name, c.type) for c in events.c if c.name in EVENT_FIELDS),
     **_temp_options,
 )
 staged_spend = sa.Table(
@@ -213,35 +201,53 @@ class BatchWriter:
     # -- events
 
     def write_events(self, rows: list[dict[str, Any]], *, require_users: bool) -> EventBatchResult:
-        """Insert a batch of events once each; keep users and profiles in step."""
-        unsubscribed: dict[str, bool] = {}
-        for row in rows:
-            row["ingested_at"] = self.now
-            user_id = row["user_id"]
-            if row["type"] == "unsubscribe" or user_id not in unsubscribed:
-                unsubscribed[user_id] = row["type"] == "unsubscribe" or unsubscribed.get(
-                    user_id, False
-                )
-        self._clear(batch_users)
-        self._load(
-            batch_users, [{"user_id": u, "unsubscribed": f} for u, f in unsubscribed.items()]
-        )
+        """Insert a batch of events once each; keep users and profiles in step.
+
+        The rows are staged once (event_staging.py); every step after that is one
+        set-based statement over the staged batch: its users, the bare users, the
+        events, unsubscribes and profiles.
+        """
+        if not rows:
+            return EventBatchResult(0, 0, 0, set())
+        documents = self._stage_events(rows)
         unknown: set[str] = set()
         created = 0
         if require_users:
             unknown = self._unknown_users()
             if unknown:
-                rows = [row for row in rows if row["user_id"] not in unknown]
                 self.connection.execute(
                     batch_users.delete().where(batch_users.c.user_id.in_(unknown))
                 )
+                rows = [row for row in rows if row["user_id"] not in unknown]
         else:
             created = self._create_bare_users()
-        inserted = self._insert_events(rows)
-        if any(unsubscribed.values()):
+        inserted = self._insert_events(documents, only_known_users=bool(unknown))
+        if any(row["type"] == "unsubscribe" for row in rows):
             self._apply_unsubscribes()
         refresh_profiles(self.connection, sa.select(batch_users.c.user_id), self.now)
         return EventBatchResult(inserted, len(rows) - inserted, created, unknown)
+
+    def _stage_events(self, rows: list[dict[str, Any]]) -> list[str]:
+        """Stage the batch and fill `batch_users` from it; the SQLite documents staged."""
+        self._clear(batch_users)
+        if self.is_postgres:
+            self._copy_events(rows)
+            s = staged_events
+            unsubscribed = sa.func.bool_or(s.c.type == "unsubscribe")
+            source = sa.select(s.c.user_id, unsubscribed).group_by(s.c.user_id)
+            self.connection.execute(
+                batch_users.insert().from_select(["user_id", "unsubscribed"], source)
+            )
+            return []
+        # The users from Python sets: one more json_each pass over the rows would cost
+        # SQLite more than these set comprehensions cost Python.
+        user_ids = {row["user_id"] for row in rows}
+        unsubscribed = {row["user_id"] for row in rows if row["type"] == "unsubscribe"}
+        self.connection.exec_driver_sql(
+            sqlite_insert_batch_users(batch_users.name),
+            (orjson.dumps(list(user_ids)).decode(), orjson.dumps(list(unsubscribed)).decode()),
+        )
+        return list(json_documents(rows))
 
     def _unknown_users(self) -> set[str]:
         query = sa.select(batch_users.c.user_id).where(
@@ -269,58 +275,50 @@ class BatchWriter:
         )
         return self._count(statement)
 
-    def _insert_events(self, rows: list[dict[str, Any]]) -> int:
-        if not rows:
-            return 0
-        # In index order: the (user_id, ...) indexes are then written page by page
-        # instead of at random, which roughly doubles the insert rate.
-        rows.sort(key=_index_order)
+    def _insert_events(self, documents: list[str], *, only_known_users: bool) -> int:
+        """INSERT ... SELECT from the staged batch, in index order; the rows written.
+
+        In index order, the (user_id, ...) indexes are written page by page instead of
+        at random (about twice as fast). `only_known_users` keeps the events of the
+        users left in `batch_users` (--require-users).
+        """
         if not self.is_postgres:
-            return self._insert_events_sqlite(rows)
-        self._copy(staged_events, EVENT_COLUMNS, rows)
-        columns = [staged_events.c[name] for name in EVENT_COLUMNS]
+            kept = batch_users.name if only_known_users else None
+            statement = sqlite_insert_events(events.name, kept)
+            ingested_at = sqlite_instant(self.now)
+            inserted = 0
+            for document in documents:
+                result = self.connection.exec_driver_sql(
+                    statement,
+                    (ingested_at, document),
+                    execution_options={"preserve_rowcount": True},
+                )
+                inserted += result.rowcount
+            return inserted
+        s = staged_events
+        source = sa.select(*(s.c[name] for name in EVENT_FIELDS), sa.literal(self.now, UTCDateTime))
+        if only_known_users:
+            source = source.where(s.c.user_id.in_(sa.select(batch_users.c.user_id)))
+        # Code-point order, and COPY order (ctid) for ties, as Python's stable sort of
+        # the rows was: the first of two rows sharing a source id is the one stored.
+        source = source.order_by(
+            s.c.user_id.collate("C"), s.c.type.collate("C"), s.c.occurred_at, sa.column("ctid")
+        )
         statement = (
             postgresql.insert(events)
-            .from_select(list(EVENT_COLUMNS), sa.select(*columns))
+            .from_select([*EVENT_FIELDS, "ingested_at"], source)
             .on_conflict_do_nothing(index_elements=["user_id", "source_id"])
         )
         return self._count(statement)
 
-    def _insert_events_sqlite(self, rows: list[dict[str, Any]]) -> int:
-        """executemany of one INSERT compiled from the Core table, with plain tuples.
-
-        SQLAlchemy's per-row parameter processing costs more than SQLite's own insert,
-        so values are converted here exactly as the column types would store them
-        (UTC text for instants, the Numeric's float, JSON text) and the compiled
-        statement runs as a single executemany.
-        """
-        statement = sqlite.insert(events).on_conflict_do_nothing(
-            index_elements=["user_id", "source_id"]
-        )
-        compiled = statement.compile(dialect=self.connection.dialect, column_keys=EVENT_COLUMNS)
-        order = compiled.positiontup or []
-        to_number = events.c.amount.type.bind_processor(self.connection.dialect) or float
-
-        def money(value: Any) -> Any:
-            return None if value is None else to_number(value)
-
-        ingested_at = sqlite_instant(self.now)
-        converters = {
-            "occurred_at": sqlite_instant,
-            "amount": money,
-            "original_amount": money,
-            "properties": _json_text,
-            "ingested_at": lambda _value: ingested_at,
-        }
-        plain = [(name, converters.get(name)) for name in order]
-        params = [
-            tuple(row[name] if convert is None else convert(row[name]) for name, convert in plain)
-            for row in rows
-        ]
-        result = self.connection.exec_driver_sql(
-            str(compiled), params, execution_options={"preserve_rowcount": True}
-        )
-        return result.rowcount
+    def _copy_events(self, rows: list[dict[str, Any]]) -> None:
+        """COPY the batch into the staging table, in the order of the rows."""
+        sql = f"COPY {staged_events.name} ({', '.join(EVENT_FIELDS)}) FROM STDIN"
+        dbapi = self.connection.connection.driver_connection
+        with dbapi.cursor() as cursor, cursor.copy(sql) as copy:
+            write = copy.write_row
+            for values in copy_rows(rows):
+                write(values)
 
     def _apply_unsubscribes(self) -> None:
         # The latest unsubscribe wins, whatever order the events arrive in.
@@ -401,10 +399,6 @@ class BatchWriter:
 def _replaced(statement) -> dict[str, Any]:
     """ON CONFLICT DO UPDATE: the spend row of the import replaces the stored one."""
     return {name: statement.excluded[name] for name in SPEND_COLUMNS if name not in SPEND_KEY}
-
-
-def _index_order(row: dict[str, Any]) -> tuple[str, str, datetime]:
-    return row["user_id"], row["type"], row["occurred_at"]
 
 
 def _json_text(value: Any) -> str | None:
