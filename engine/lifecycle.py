@@ -21,6 +21,7 @@ Only events at or before T count (DESIGN invariant 5), through `profiles_as_of`.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -30,7 +31,7 @@ from sqlalchemy import ColumnElement, Connection, FromClause, Select
 from engine.clock import ensure_aware
 from engine.config import LifecycleSettings, Settings
 from engine.store.people import Event, LifecycleMark, StageMembership, User
-from engine.store.profiles import profiles_as_of
+from engine.store.profiles import is_current, profiles_as_of
 from engine.store.sql import add_seconds
 from engine.store.types import UTCDateTime
 
@@ -282,15 +283,23 @@ def current_stage_rows(
     return query.cte("computed").prefix_with("MATERIALIZED")
 
 
-def refresh_stages(connection: Connection, settings: Settings, now: datetime) -> StageRefresh:
+def refresh_stages(
+    connection: Connection, settings: Settings, now: datetime, *, steady: bool = False
+) -> StageRefresh:
     """Record every stage change as of `now` in stage_memberships, set-based.
 
     A user whose stage differs from their open row (or who has none) gets a new row
     (entered_at where the definition gives it, recorded_at = now) and the old row is
     closed at that instant. Calling it twice at the same `now` changes nothing, so a
     stage trigger fires once per row. Run it inside the caller's transaction.
+
+    `steady` (the daemon's steady ticks) also records when the next date crosses a
+    threshold, so that the next steady tick can tell with `stages_unchanged` that it
+    has nothing to refresh.
     """
     now = ensure_aware(now)
+    fingerprint = _settings_hash(settings.lifecycle)
+    _HORIZONS.pop(connection.engine, None)  # this refresh may change what it described
     if connection.dialect.name == "postgresql":
         # Two refreshes at once would both see "no open row" and insert twice; SQLite's
         # BEGIN IMMEDIATE already serialises writers.
@@ -300,7 +309,6 @@ def refresh_stages(connection: Connection, settings: Settings, now: datetime) ->
         # Another daemon refreshed to a later instant while this one waited for the
         # lock: refreshing to an earlier `now` would rewrite history backwards.
         return StageRefresh(now=now)
-    fingerprint = _settings_hash(settings.lifecycle)
     incremental = mark is not None and mark.settings_hash == fingerprint and mark.as_of <= now
     dirty = _snapshot_dirty(connection)
     only = (
@@ -401,7 +409,114 @@ def refresh_stages(connection: Connection, settings: Settings, now: datetime) ->
     )
     dirty.drop(connection)
     _write_mark(connection, now, fingerprint)
+    if steady and _horizon_worth_it(connection.engine) and is_current(connection, now):
+        _HORIZONS[connection.engine] = _Horizon(
+            as_of=now,
+            settings_hash=fingerprint,
+            next_crossing=_next_crossing(connection, settings.lifecycle, now),
+        )
     return StageRefresh(now=now, entered={stage: n for stage, n in counts}, exited=closed)
+
+
+@dataclass
+class _Horizon:
+    """After the refresh at `as_of`: the earliest later instant at which a stored date
+    crosses a threshold (None: none ever will). Until then, a user's stage can only
+    change through their data, which flags them stage_dirty."""
+
+    as_of: datetime
+    settings_hash: str
+    next_crossing: datetime | None
+    saved: int = 0  # refreshes it let a tick skip
+
+
+# Computing a horizon reads every user (two aggregate scans). With hundreds of
+# thousands of users some date crosses a threshold nearly every minute, so a horizon
+# passed before it saved a single refresh makes the next ones skip computing it.
+HORIZON_BACKOFF = 10
+_BACKOFF: weakref.WeakKeyDictionary[sa.Engine, int] = weakref.WeakKeyDictionary()
+
+
+def _horizon_worth_it(engine: sa.Engine) -> bool:
+    remaining = _BACKOFF.get(engine, 0)
+    if remaining:
+        _BACKOFF[engine] = remaining - 1
+    return not remaining
+
+
+# Per database, in this process: kept in memory, not in the store, so that nothing but
+# this process's own latest steady refresh can vouch for it. Any other refresh (another
+# daemon's, a `nudge run --once`) moves the mark past `as_of` and voids it.
+_HORIZONS: weakref.WeakKeyDictionary[sa.Engine, _Horizon] = weakref.WeakKeyDictionary()
+
+
+def stages_unchanged(connection: Connection, settings: Settings, now: datetime) -> bool:
+    """Whether a refresh at `now` would provably record nothing (a few cheap reads):
+    this process's latest steady refresh is still the last one, no user is flagged
+    stage_dirty, and no date crosses a threshold between that refresh and `now`."""
+    now = ensure_aware(now)
+    fingerprint = _settings_hash(settings.lifecycle)
+    horizon = _HORIZONS.get(connection.engine)
+    if horizon is None or horizon.settings_hash != fingerprint:
+        return False
+    if horizon.next_crossing is not None and horizon.next_crossing <= now:
+        if not horizon.saved:
+            _BACKOFF[connection.engine] = HORIZON_BACKOFF
+        return False
+    mark = _read_mark(connection)
+    if mark is None or mark.as_of != horizon.as_of or mark.settings_hash != fingerprint:
+        return False
+    # The maintained profiles must describe `now` (an event dated after the horizon's
+    # refresh would make a user's profile as of now move without a flag).
+    if not is_current(connection, now):
+        return False
+    flagged = sa.select(users_table.c.id).where(users_table.c.stage_dirty.is_(True))
+    if connection.execute(sa.select(sa.exists(flagged))).scalar():
+        return False
+    horizon.saved += 1
+    return True
+
+
+def _thresholds(settings: LifecycleSettings, profiles: FromClause):
+    """(date column, days): a user may change stage when date + days passes, and only
+    then (the crossings `_candidates` looks for)."""
+    u = users_table
+    return [
+        (u.c.member_since, 0),
+        (profiles.c.last_purchase_at, settings.lapsed_days),
+        (profiles.c.first_seen_at, settings.new_visitor_days),
+        (profiles.c.last_seen_at, settings.lapsed_days),
+        (u.c.member_since, settings.lapsed_days),
+        (profiles.c.last_seen_at, settings.churned_days),
+        (u.c.member_since, settings.churned_days),
+    ]
+
+
+def _next_crossing(
+    connection: Connection, settings: LifecycleSettings, after: datetime
+) -> datetime | None:
+    """The earliest date + days strictly after `after` over every user: one aggregate
+    read per table (the maintained profiles, current at `after`)."""
+    from engine.store.people import Profile
+
+    profiles = Profile.__table__
+    earliest: list[datetime] = []
+    for table in (users_table, profiles):
+        pairs = [(c, d) for c, d in _thresholds(settings, profiles) if c.table is table]
+        mins = [
+            sa.type_coerce(
+                sa.func.min(sa.case((column > _instant(after - timedelta(days=days)), column))),
+                UTCDateTime(),
+            )
+            for column, days in pairs
+        ]
+        row = connection.execute(sa.select(*mins).select_from(table)).one()
+        earliest += [
+            ensure_aware(value) + timedelta(days=days)
+            for value, (_, days) in zip(row, pairs, strict=True)
+            if value is not None
+        ]
+    return min(earliest, default=None)
 
 
 MARK = "stages"
@@ -482,14 +597,8 @@ def _candidates(
             column <= _instant(now - timedelta(days=days)),
         )
 
-    clauses = [
-        u.c.id.in_(sa.select(dirty.c.id)),
-        crossed(u.c.member_since, 0),
-        crossed(profiles.c.last_purchase_at, settings.lapsed_days),
-        crossed(profiles.c.first_seen_at, settings.new_visitor_days),
-    ]
-    for days in (settings.lapsed_days, settings.churned_days):
-        clauses += [crossed(profiles.c.last_seen_at, days), crossed(u.c.member_since, days)]
+    clauses = [u.c.id.in_(sa.select(dirty.c.id))]
+    clauses += [crossed(column, days) for column, days in _thresholds(settings, profiles)]
     return (
         sa.select(u.c.id)
         .select_from(u.outerjoin(profiles, profiles.c.user_id == u.c.id))

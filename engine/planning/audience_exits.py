@@ -26,6 +26,25 @@ members = AudienceMember.__table__
 def remove_unqualified(
     connection: Connection, spec: PlanSpec, sources, compile_conditions, at: datetime
 ) -> int:
+    leaving = _unqualified(spec, sources, compile_conditions)
+    if leaving is None:
+        return 0
+    return connection.execute(
+        members.update().where(leaving).values(removed_at=at, removed_reason="no_longer_qualifies")
+    ).rowcount
+
+
+def any_unqualified(connection: Connection, spec: PlanSpec, sources, compile_conditions) -> bool:
+    """Whether `remove_unqualified` would remove anyone (a read: a steady tick's check)."""
+    leaving = _unqualified(spec, sources, compile_conditions)
+    if leaving is None:
+        return False
+    query = sa.select(members.c.user_id).where(leaving)
+    return bool(connection.execute(sa.select(sa.exists(query))).scalar())
+
+
+def _unqualified(spec: PlanSpec, sources, compile_conditions) -> sa.ColumnElement[bool] | None:
+    """Which audience members of this rule no longer qualify; None when none can leave."""
     audiences = sorted(
         {
             str(action.params["name"])
@@ -35,30 +54,26 @@ def remove_unqualified(
         }
     )
     if not audiences or spec.event_trigger:
-        return 0
+        return None
     u, p = sources.users, sources.profiles
     try:
         qualifies = [compile_conditions(spec.when, sources)] if spec.when else []
     except TriggerWindowUnavailable:
         # `since="trigger"` reads the occurrence a member was added for, which the
         # membership does not remember: such a rule's members stay until withdrawn.
-        return 0
+        return None
     if spec.trigger.kind == "stage":
         qualifies.append(sources.stage == spec.trigger.value)
     if not qualifies:
-        return 0
+        return None
     qualified = (
         sa.select(u.c.id)
         .select_from(u.outerjoin(p, p.c.user_id == u.c.id))
         .where(u.c.id == members.c.user_id, *qualifies)
     )
-    return connection.execute(
-        members.update()
-        .where(
-            members.c.rule_id == spec.rule_id,
-            members.c.audience.in_(audiences),
-            members.c.removed_at.is_(None),
-            ~sa.exists(qualified),
-        )
-        .values(removed_at=at, removed_reason="no_longer_qualifies")
-    ).rowcount
+    return sa.and_(
+        members.c.rule_id == spec.rule_id,
+        members.c.audience.in_(audiences),
+        members.c.removed_at.is_(None),
+        ~sa.exists(qualified),
+    )

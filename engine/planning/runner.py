@@ -152,7 +152,9 @@ def evaluate(
                 transaction.rollback()
         return result
     with store.begin() as connection:
-        result.stage_entries = refresh_stages_up_to(connection, store, at)
+        result.stage_entries = refresh_stages_up_to(
+            connection, store, at, steady=changed_since is not None
+        )
     # One connection, one transaction per rule: a failure stays with its rule, and the
     # rules share the connection (reconnecting per rule dominated an idle tick).
     with store.connect() as connection:
@@ -219,19 +221,25 @@ def _record_failure(connection, spec, at: datetime, mode: str, outcome: RuleOutc
     connection.execute(dialect_insert(connection, runs).values(**values).on_conflict_do_nothing())
 
 
-def refresh_stages_up_to(connection: Connection, store: Store, at: datetime) -> dict[str, int]:
+def refresh_stages_up_to(
+    connection: Connection, store: Store, at: datetime, *, steady: bool = False
+) -> dict[str, int]:
     """Record stage entries up to T, unless the history already goes past T.
 
     Rewriting history for an evaluation in the past would make the stage trigger fire
     on entries that never happened; the past is read from the recorded memberships.
+    `steady` (a daemon's steady tick) lets a refresh with provably nothing to record
+    return at once (engine.lifecycle.refresh_stages).
     """
-    from engine.lifecycle import refresh_stages
+    from engine.lifecycle import refresh_stages, stages_unchanged
 
+    if steady and stages_unchanged(connection, store.settings, at):
+        return {}
     memberships = StageMembership.__table__
     latest = connection.execute(sa.select(sa.func.max(memberships.c.recorded_at))).scalar()
     if latest is not None and latest > at:
         return {}
-    refreshed = refresh_stages(connection, store.settings, at)
+    refreshed = refresh_stages(connection, store.settings, at, steady=steady)
     return dict(refreshed.entered)
 
 
