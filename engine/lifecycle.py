@@ -495,8 +495,10 @@ def _thresholds(settings: LifecycleSettings, profiles: FromClause):
 def _next_crossing(
     connection: Connection, settings: LifecycleSettings, after: datetime
 ) -> datetime | None:
-    """The earliest date + days strictly after `after` over every user: one aggregate
-    read per table (the maintained profiles, current at `after`)."""
+    """The earliest date + days at or after `after` over every user: one aggregate read
+    per table (the maintained profiles, current at `after`). At, not only after: a
+    stage changes strictly after its threshold, so a threshold equal to `after` still
+    moves a user just after this refresh."""
     from engine.store.people import Profile
 
     profiles = Profile.__table__
@@ -505,7 +507,7 @@ def _next_crossing(
         pairs = [(c, d) for c, d in _thresholds(settings, profiles) if c.table is table]
         mins = [
             sa.type_coerce(
-                sa.func.min(sa.case((column > _instant(after - timedelta(days=days)), column))),
+                sa.func.min(sa.case((column >= _instant(after - timedelta(days=days)), column))),
                 UTCDateTime(),
             )
             for column, days in pairs
@@ -582,7 +584,7 @@ def _candidates(
     """Users whose stage may differ from the last refresh at `since`.
 
     Either their data changed (ingest marks them stage_dirty) or time alone moved them:
-    one of their dates crossed a threshold in (since, now] — a last purchase becoming
+    one of their dates crossed a threshold in [since, now] — a last purchase becoming
     90 days old, a last event or signup becoming 90 or 365 days old (inactivity), a
     first visit becoming 30 days old, a future member_since arriving. Everyone else
     provably keeps their stage: the definitions read no other date (first and signup
@@ -592,8 +594,10 @@ def _candidates(
     u = users_table
 
     def crossed(column: ColumnElement, days: int) -> ColumnElement[bool]:
+        # From `since` inclusive: a stage changes strictly after its threshold, so a date
+        # whose threshold fell exactly on the last refresh's instant had not moved yet.
         return sa.and_(
-            column > _instant(since - timedelta(days=days)),
+            column >= _instant(since - timedelta(days=days)),
             column <= _instant(now - timedelta(days=days)),
         )
 

@@ -268,3 +268,28 @@ def test_an_idle_tick_compiles_nothing(store, settings, tmp_path):
 
     assert {outcome.status for outcome in idle.outcomes} <= {"idle", "not_due", "outside_flight"}
     assert compiled and [c for c in compiled if c[0] != CACHE_HIT] == []
+
+
+def test_a_stage_crossed_exactly_at_a_refresh_instant_is_recorded_next_tick(
+    store, settings, tmp_path
+):
+    """A stage changes strictly after its threshold: at the very instant of a refresh the
+    user still keeps their stage, and the next refresh must look again."""
+    bought = T - 90 * DAY + 2 * MINUTE  # exactly 90 days old at T + 2 min
+    ingest(
+        store,
+        tmp_path,
+        now=T - DAY,
+        users=[{"id": "a", "member_since": (T - 200 * DAY).isoformat()}],
+        events=[{"user": "a", "type": "purchase", "at": bought.isoformat(), "amount": 20}],
+    )
+    cache = RuleCache()
+    tick(store, cache, T)
+    _steady(store, cache, T + MINUTE, T)
+    at_the_instant = _steady(store, cache, T + 2 * MINUTE, T + MINUTE)
+    assert at_the_instant.stage_entries == {} and _open_stage(store, "a") == "first_purchase"
+
+    after = _steady(store, cache, T + 3 * MINUTE, T + 2 * MINUTE)
+
+    assert after.stage_entries == {"lapsed_member": 1}
+    assert _open_stage(store, "a") == "lapsed_member"
