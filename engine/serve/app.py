@@ -179,7 +179,10 @@ def create_app(
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
-        return error_page(status if status in (400, 404, 405, 413, 429) else 500)
+        response = error_page(status if status in (400, 404, 405, 413, 429) else 500)
+        if status == 405 and isinstance(exc, HTTPException) and exc.headers:
+            response.headers["allow"] = exc.headers.get("Allow", "")  # RFC 9110: required
+        return response
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.error("error serving %s %s", request.method, request.url.path, exc_info=exc)
