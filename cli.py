@@ -149,6 +149,20 @@ def db_upgrade() -> None:
         echo(f"schema upgraded from {before or 'empty'} to {after}")
 
 
+@db_app.command("distribute")
+def db_distribute() -> None:
+    """Distribute the store over a Citus cluster by user (docs/scaling.md); idempotent.
+
+    Example: nudge db distribute
+    """
+    from engine.store.distribute import distribute
+
+    result = distribute(open_project_store(check_schema=False))
+    for table, placement in result.placed:
+        echo(f"{table}: {placement}")
+    echo(f"{len(result.placed)} tables placed, {len(result.already)} already in place")
+
+
 # ---------------- ingest
 REJECTS_SHOWN = 20
 
@@ -601,8 +615,10 @@ def _evaluate(at: str | None, rule_ids: list[str] | None, **options):
     ruleset = load_ruleset(store.settings)
     when = parse_at(at, tz=store.settings.tz)
     count = len(rule_ids) if rule_ids else len(ruleset.rules)
-    with progress.activity(f"evaluating {plural(count, 'rule')}"):
-        evaluation = evaluate(store, ruleset, at=when, rule_ids=rule_ids, **options)
+    with progress.counter("evaluating", unit="rules", total=count) as advance:
+        evaluation = evaluate(
+            store, ruleset, at=when, rule_ids=rule_ids, on_rule_done=advance, **options
+        )
     return evaluation, store.settings.tz
 
 

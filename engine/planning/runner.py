@@ -8,7 +8,7 @@ rolls everything back at the end (invariant 3), so it writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -127,12 +127,15 @@ def evaluate(
     dry_run: bool = False,
     mode: str = "run",
     changed_since: datetime | None = None,
+    on_rule_done: Callable[[int], None] | None = None,
 ) -> Evaluation:
     """Plan the chosen rules at `at` (all valid rules when none are named).
 
     `changed_since` narrows event and after triggers to what changed since then (the
-    daemon's steady ticks); None reads their whole look-back window.
+    daemon's steady ticks); None reads their whole look-back window. `on_rule_done(1)`
+    is called after each rule (the CLI's progress bar).
     """
+    advance = on_rule_done or (lambda n: None)
     result = Evaluation(at=at, dry_run=dry_run, diagnostics=list(ruleset.diagnostics))
     chosen = evaluation_order(select_rules(ruleset, rule_ids))
     if user_id is not None:
@@ -148,6 +151,7 @@ def evaluate(
                             connection, rule, chosen, store, at, user_id, mode, True, changed_since
                         )
                     )
+                    advance(1)
             finally:
                 transaction.rollback()
         return result
@@ -165,6 +169,7 @@ def evaluate(
                         connection, rule, chosen, store, at, user_id, mode, False, changed_since
                     )
                 )
+            advance(1)
     return result
 
 
