@@ -3,18 +3,19 @@ second process, on SQLite and PostgreSQL.
 
 The test starts `nudge serve` on a free 127.0.0.1 port in a temp project, waits for
 /healthz, and runs this file as a script in another process: it POSTs /v1/events
-batches of 500 at a steady rate (6 a second: 3,000 events/s, under the API's per-IP
-limit of 10 requests/s) for LOAD_SECONDS over 3 connections. Every 4th batch is sent
-twice at the same instant on two connections (a client retrying while the first
-attempt is still in flight), and the first batches are sent once more at the end. It
+batches of 500 at a steady rate (LOAD_RATE, 2 a second by default: 1,000 events/s,
+under the API's per-IP limit of 10 requests/s) for LOAD_SECONDS (30) over 3
+connections. Every 4th batch is sent twice at the same instant on two connections (a
+client retrying while the first attempt is still in flight), and the first batches
+are sent once more at the end. It
 counts what was sent and what the server answered; the test then asserts that every
 item was stored exactly once, by the answers and in the store: nothing lost, nothing
 twice.
 
-Duration: the issue asks for 30 s. `make test` runs the suite on 2 cores within 5
-minutes, and the two backends' runs (a server and a client each) take both cores while
-they run, so the default is 10 s, marked `slow`; NUDGE_LOAD_SECONDS=30 runs the
-issue's version (done for bench/README.md's figures).
+Duration and rate: 30 s, as the issue asks, at a rate that leaves the suite's other
+worker a core (`make test` runs on 2 cores within 5 minutes); the throughput itself is
+bench/serve.py's job. NUDGE_LOAD_SECONDS and NUDGE_LOAD_RATE change them (6 a second
+for bench/README.md's figures).
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-LOAD_SECONDS = float(os.environ.get("NUDGE_LOAD_SECONDS", "10"))
+LOAD_SECONDS = float(os.environ.get("NUDGE_LOAD_SECONDS", "30"))
 BATCH = 500
-RATE = 6.0  # batches a second
+RATE = float(os.environ.get("NUDGE_LOAD_RATE", "2"))  # batches a second
 CONNECTIONS = 3
 TOKEN = "load-test-token"
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -200,7 +201,7 @@ def test_event_api_under_load_stores_every_event_once(project_dir, store_url):
     try:
         wait_healthy(url, server)
         client = subprocess.run(
-            [sys.executable, __file__, url, "--seconds", str(LOAD_SECONDS)],
+            [sys.executable, __file__, url, "--seconds", str(LOAD_SECONDS), "--rate", str(RATE)],
             capture_output=True,
             text=True,
             timeout=LOAD_SECONDS * 4 + 60,
