@@ -364,7 +364,10 @@ def _funnel(connection, compiled, sources, occurrence_query) -> list[dict]:
     u, p = sources.users, sources.profiles
     joined = occ.join(u, u.c.id == occ.c.user_id).outerjoin(p, p.c.user_id == u.c.id)
     if sources.event is not None:
-        joined = joined.join(sources.event, sources.event.c.id == occ.c.event_id)
+        event = sources.event
+        joined = joined.join(
+            event, sa.and_(event.c.id == occ.c.event_id, event.c.user_id == occ.c.user_id)
+        )
     steps: list[tuple[str, sa.ColumnElement[bool]]] = []
     running: list[sa.ColumnElement[bool]] = []
     for expression in spec.when:

@@ -2,7 +2,11 @@
 
 Only the coupon action's deliver step (and an email that shows that coupon) calls
 this, so dry-runs, previews and rule tests never reserve a code. The row is keyed by
-the action's idempotency key: issuing twice returns the first code.
+the action's idempotency key (with its user): issuing twice returns the first code.
+
+A code is unique across shoppers through `coupon_codes` (a reference table on Citus,
+docs/scaling.md): each new code is reserved there first, in the same transaction, and
+only the reserved ones become coupons.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from engine.actions.coupon import CouponParams
 from engine.coupons.codes import generate_code, normalise_code
 from engine.durations import parse_duration
 from engine.localtime import day_end
-from engine.store.delivery import Coupon
+from engine.store.delivery import Coupon, CouponCode
 from engine.store.sql import dialect_insert
 
 coupons = Coupon.__table__
+codes = CouponCode.__table__
 MAX_COLLISION_ROUNDS = 5
 
 
@@ -82,10 +87,50 @@ def issue_coupons(
             _row(action, params, now, default_currency, zone_of(action.user_id))
             for action, params in (pending[k] for k in missing)
         ]
-        # DO NOTHING on any unique key: an existing key means another attempt issued it
-        # first (keep that code); a colliding code (2**-60 odds) is retried next round.
-        connection.execute(dialect_insert(connection, coupons).on_conflict_do_nothing(), rows)
+        # A colliding code (2**-60 odds) is not reserved and is retried next round.
+        reserved = _reserve_codes(connection, rows, now)
+        rows = [row for row in rows if row["code_key"] in reserved]
+        if rows:
+            # DO NOTHING: an existing (user, key) means another attempt issued it first.
+            connection.execute(dialect_insert(connection, coupons).on_conflict_do_nothing(), rows)
+        _release_unused(connection, rows, _existing(connection, keys))
     raise RuntimeError("could not issue unique coupon codes; is the code length too short?")
+
+
+def _reserve_codes(connection: Connection, rows: list[dict[str, Any]], now: datetime) -> set[str]:
+    """Reserve the rows' code keys; returns those reserved for these very rows."""
+    reservations = [
+        {
+            "code_key": row["code_key"],
+            "user_id": row["user_id"],
+            "idempotency_key": row["idempotency_key"],
+            "reserved_at": now,
+        }
+        for row in rows
+    ]
+    connection.execute(dialect_insert(connection, codes).on_conflict_do_nothing(), reservations)
+    wanted = {row["code_key"]: row["idempotency_key"] for row in rows}
+    query = sa.select(codes.c.code_key, codes.c.idempotency_key).where(
+        codes.c.code_key.in_(list(wanted))
+    )
+    return {
+        code_key
+        for code_key, idempotency_key in connection.execute(query)
+        if wanted[code_key] == idempotency_key
+    }
+
+
+def _release_unused(
+    connection: Connection, rows: list[dict[str, Any]], issued: dict[str, dict[str, Any]]
+) -> None:
+    """Give back the codes reserved for actions another attempt issued first."""
+    unused = [
+        row["code_key"]
+        for row in rows
+        if issued.get(row["idempotency_key"], {}).get("code_key") != row["code_key"]
+    ]
+    if unused:
+        connection.execute(codes.delete().where(codes.c.code_key.in_(unused)))
 
 
 def _existing(connection: Connection, keys: Sequence[str]) -> dict[str, dict[str, Any]]:

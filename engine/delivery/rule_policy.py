@@ -138,15 +138,20 @@ def _stopped(connection, ctx: DeliveryContext, compiled, outbox_ids: list[int]) 
         sources, trigger_at=sa.func.coalesce(d.c.trigger_at, d.c.occurred_at, d.c.decided_at)
     )
     u, p = sources.users, sources.profiles
+    # Every join between per-user tables carries the user, so that on a store sharded
+    # by user each one stays on its shard (docs/scaling.md).
     joined = (
-        o.join(d, d.c.id == o.c.decision_id)
+        o.join(d, sa.and_(d.c.id == o.c.decision_id, d.c.user_id == o.c.user_id))
         .join(u, u.c.id == o.c.user_id)
         .outerjoin(p, p.c.user_id == u.c.id)
     )
     if sources.event is not None:
         # A decision from before the event was remembered has no event to read: its
         # row drops out here and it goes as planned.
-        joined = joined.join(sources.event, sources.event.c.id == d.c.event_id)
+        event = sources.event
+        joined = joined.join(
+            event, sa.and_(event.c.id == d.c.event_id, event.c.user_id == d.c.user_id)
+        )
     unless = sa.or_(*(compiled.compile_conditions([e], sources) for e in spec.unless))
     query = sa.select(o.c.id).select_from(joined).where(o.c.id.in_(sorted(outbox_ids)), unless)
     return set(connection.execute(query).scalars())

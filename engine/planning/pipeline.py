@@ -350,7 +350,8 @@ def _candidates(
     u, p, ev = sources.users, sources.profiles, sources.event
     joined = occ.join(u, u.c.id == occ.c.user_id).outerjoin(p, p.c.user_id == u.c.id)
     if ev is not None:
-        joined = joined.join(ev, ev.c.id == occ.c.event_id)
+        # On the user too: events are distributed by user (docs/scaling.md).
+        joined = joined.join(ev, sa.and_(ev.c.id == occ.c.event_id, ev.c.user_id == occ.c.user_id))
     key = sa.literal("once", sa.String) if spec.once_per_user else occ.c.occurrence_key
     ref = sa.literal("once", sa.String) if spec.once_per_user else occ.c.occurrence_ref
     # `unless` is a list of exit conditions: any one of them holding stops the user.

@@ -14,7 +14,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from engine.delivery.unsubscribe import tokens, unsubscribe
+from engine.delivery.unsubscribe import token_matches, tokens, unsubscribe
 from engine.errors import NotFoundError
 from engine.serve.safety import page
 from engine.store.database import Store
@@ -50,7 +50,7 @@ def user_locale(store: Store, token: str) -> tuple[bool, str | None]:
     query = (
         sa.select(users.c.locale)
         .select_from(tokens.outerjoin(users, users.c.id == tokens.c.user_id))
-        .where(tokens.c.token == token)
+        .where(token_matches(token))
     )
     with store.read() as connection:
         row = connection.execute(query).first()

@@ -12,6 +12,7 @@ from decimal import Decimal
 from sqlalchemy import Column, Date, String
 from sqlmodel import Field, SQLModel
 
+from engine.store.placement import reference
 from engine.store.types import Money, UTCDateTime
 
 
@@ -24,6 +25,7 @@ class AdSpend(SQLModel, table=True):
     """
 
     __tablename__ = "ad_spend"
+    __table_args__ = reference()
 
     day: date = Field(sa_column=Column("date", Date, primary_key=True))
     channel: str = Field(sa_column=Column(String(64), primary_key=True))

@@ -14,13 +14,17 @@ import sqlalchemy as sa
 from sqlalchemy import Boolean, Column, Index, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from engine.store.types import BigId, JsonDocument, Money, UTCDateTime
+from engine.store.keys import surrogate_id
+from engine.store.placement import per_user, reference
+from engine.store.types import JsonDocument, Money, UTCDateTime
 
 
 class User(SQLModel, table=True):
     """A shopper, known by the shop's own id."""
 
     __tablename__ = "users"
+    # The user id is the distribution column: every per-user table is co-located here.
+    __table_args__ = per_user(column="id")
 
     id: str = Field(sa_column=Column(String(128), primary_key=True))
     email: str | None = Field(default=None, max_length=320)
@@ -51,7 +55,7 @@ class UserTag(SQLModel, table=True):
     """One tag of one user: a row each so `has_tag` is an indexed lookup."""
 
     __tablename__ = "user_tags"
-    __table_args__ = (Index("ix_user_tags_tag", "tag", "user_id"),)
+    __table_args__ = (Index("ix_user_tags_tag", "tag", "user_id"), per_user())
 
     user_id: str = Field(sa_column=Column(String(128), primary_key=True))
     tag: str = Field(sa_column=Column(String(64), primary_key=True))
@@ -69,11 +73,12 @@ class Event(SQLModel, table=True):
         Index("ix_events_type_time", "type", "occurred_at"),
         # The daemon's steady tick reads the events of a type ingested since the last.
         Index("ix_events_type_ingested", "type", "ingested_at"),
+        per_user(rowid_key="id"),
     )
 
-    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
+    id: int | None = Field(default=None, sa_column=surrogate_id())
     source_id: str = Field(max_length=128)
-    user_id: str = Field(max_length=128)
+    user_id: str = Field(max_length=128, primary_key=True)
     type: str = Field(max_length=64)
     occurred_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     # In the shop currency: a purchase in another currency is converted at ingest
@@ -105,6 +110,7 @@ class Profile(SQLModel, table=True):
     """
 
     __tablename__ = "profiles"
+    __table_args__ = per_user()
 
     user_id: str = Field(sa_column=Column(String(128), primary_key=True))
     first_seen_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
@@ -136,10 +142,11 @@ class StageMembership(SQLModel, table=True):
         Index("ix_stage_memberships_stage_entered", "stage", "entered_at"),
         # The stage trigger's steady-state tick reads entries recorded since its last run.
         Index("ix_stage_memberships_stage_recorded", "stage", "recorded_at"),
+        per_user(rowid_key="id"),
     )
 
-    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
-    user_id: str = Field(max_length=128)
+    id: int | None = Field(default=None, sa_column=surrogate_id())
+    user_id: str = Field(max_length=128, primary_key=True)
     stage: str = Field(max_length=32)
     entered_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     exited_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
@@ -154,6 +161,7 @@ class LifecycleMark(SQLModel, table=True):
     """
 
     __tablename__ = "lifecycle_marks"
+    __table_args__ = reference()
 
     name: str = Field(sa_column=Column(String(32), primary_key=True))
     as_of: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))

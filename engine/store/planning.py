@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from engine.store.keys import surrogate_id
+from engine.store.placement import coordinator_local, per_user, reference
 from engine.store.types import BigId, JsonDocument, UTCDateTime
 
 
@@ -24,6 +26,8 @@ class Run(SQLModel, table=True):
         UniqueConstraint("rule_id", "slot", name="uq_runs_rule_slot"),
         # The daemon reads a rule's latest runs every tick (watermark, last slot).
         Index("ix_runs_rule_at", "rule_id", "at"),
+        # Few rows (one per rule and slot), joined with decisions on every worker.
+        reference(),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
@@ -53,12 +57,13 @@ class Decision(SQLModel, table=True):
         ),
         Index("ix_decisions_user_rule", "user_id", "rule_id", "decided_at"),
         Index("ix_decisions_run", "run_id"),
+        per_user(rowid_key="id"),
     )
 
-    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
+    id: int | None = Field(default=None, sa_column=surrogate_id())
     run_id: int = Field(sa_column=Column(BigId, nullable=False))
     rule_id: str = Field(max_length=128)
-    user_id: str = Field(sa_column=Column(String(128), nullable=False))
+    user_id: str = Field(sa_column=Column(String(128), primary_key=True))
     occurrence_key: str = Field(max_length=128)
     # planned | held_out | suppressed | shadow
     outcome: str = Field(max_length=16)
@@ -94,6 +99,9 @@ class OutboxAction(SQLModel, table=True):
         Index("ix_outbox_user", "user_id", "channel", "created_at"),
         Index("ix_outbox_decision", "decision_id"),
         Index("ix_outbox_run", "run_id"),
+        # Claimed with FOR UPDATE SKIP LOCKED, which Citus runs only on a single
+        # node: the outbox stays on the coordinator (docs/scaling.md).
+        coordinator_local(),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
@@ -130,6 +138,7 @@ class Installation(SQLModel, table=True):
     """
 
     __tablename__ = "installation"
+    __table_args__ = reference()
 
     id: str = Field(sa_column=Column(String(36), primary_key=True))
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
@@ -143,6 +152,8 @@ class ChangeCounter(SQLModel, table=True):
     """
 
     __tablename__ = "change_counters"
+    # One hot row bumped by every ingest: a reference table would write it on every node.
+    __table_args__ = coordinator_local()
 
     name: str = Field(sa_column=Column(String(32), primary_key=True))
     version: int = Field(sa_column=Column(BigInteger, nullable=False))
@@ -152,6 +163,7 @@ class DaemonProcess(SQLModel, table=True):
     """One `nudge run` process: who it is and when it last showed signs of life."""
 
     __tablename__ = "daemons"
+    __table_args__ = coordinator_local()
 
     id: str = Field(sa_column=Column(String(36), primary_key=True))
     host: str = Field(max_length=255)

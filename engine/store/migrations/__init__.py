@@ -34,10 +34,19 @@ def current_revision(store) -> str | None:
 
 
 def upgrade(store, revision: str = "head") -> tuple[str | None, str]:
-    """Bring the schema to `revision`; returns (before, after)."""
+    """Bring the schema to `revision`; returns (before, after).
+
+    On a store already distributed over Citus, a table a migration created is placed
+    as its model declares right after (engine/store/distribute.py, idempotent).
+    """
+    from engine.store.distribute import distribute, is_distributed
+
     before = current_revision(store)
     command.upgrade(alembic_config(store), revision)
-    return before, current_revision(store) or ""
+    after = current_revision(store) or ""
+    if after == head_revision() and is_distributed(store):
+        distribute(store)
+    return before, after
 
 
 def ensure_current(store) -> None:

@@ -1,0 +1,143 @@
+"""Against a real Citus cluster: only when NUDGE_TEST_CITUS_URL names its coordinator.
+
+The URL's database must have the citus extension available and the coordinator in
+its node list (`citus_set_coordinator_host`). The tests drop and recreate Nudge's
+tables in it. Without the variable they skip (CI has no Citus; this is not a service
+the suite requires, so never `service_missing`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from engine.delivery.runner import run_dispatcher
+from engine.planning.runner import evaluate
+from engine.store.database import create_engine_for
+from engine.store.distribute import current_placements, distribute
+from engine.store.migrations import upgrade
+from engine.store.tables import metadata
+from tests.conftest import make_settings
+from tests.planning.helpers import ingest, ruleset_for, write_rule
+
+CITUS_URL = os.environ.get("NUDGE_TEST_CITUS_URL")
+T = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+RULE = """\
+trigger: {event: purchase}
+when: event.amount >= 100
+actions:
+  coupon: {value: 10, currency: CNY, expires_in: 7d}
+  tag: {add: [big]}
+"""
+
+
+@pytest.fixture
+def citus_store(project_dir):
+    if not CITUS_URL:
+        pytest.skip("NUDGE_TEST_CITUS_URL is not set (no Citus cluster to test against)")
+    engine = create_engine_for(CITUS_URL)
+    with engine.begin() as connection:
+        for table in reversed(metadata.sorted_tables):
+            connection.exec_driver_sql(f'DROP TABLE IF EXISTS "{table.name}" CASCADE')
+        connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+    engine.dispose()
+    settings = make_settings(
+        project_dir,
+        shop={"name": "Test Shop", "timezone": "Asia/Shanghai", "currency": "CNY"},
+        database={"url": CITUS_URL},
+    )
+    from engine.store import Store
+
+    store = Store(engine=create_engine_for(CITUS_URL), settings=settings)
+    upgrade(store)
+    distribute(store)
+    try:
+        yield store
+    finally:
+        store.dispose()
+
+
+def _shop(store, tmp_path, users: int = 20):
+    write_rule(store.settings, "big-spender", RULE)
+    bought = (T - timedelta(hours=1)).isoformat()
+    ids = [f"u{n:03d}" for n in range(users)]
+    ingest(
+        store,
+        tmp_path,
+        now=T,
+        users=[{"id": u} for u in ids],
+        events=[
+            {"event_id": f"p-{u}", "user": u, "type": "purchase", "at": bought, "amount": 150}
+            for u in ids
+        ],
+    )
+    return ids
+
+
+def test_distribute_places_every_table_and_is_idempotent(citus_store):
+    with citus_store.engine.connect() as connection:
+        placed = current_placements(connection)
+    assert placed == {t.name: t.info["citus"] for t in metadata.sorted_tables}
+    again = distribute(citus_store)
+    assert again.placed == [] and len(again.already) == len(metadata.sorted_tables)
+    before, after = upgrade(citus_store)
+    assert before == after
+
+
+def test_evaluate_and_dispatch_on_the_cluster(citus_store, tmp_path):
+    ids = _shop(citus_store, tmp_path)
+    evaluation = evaluate(citus_store, ruleset_for(citus_store.settings), at=T)
+    assert sum(o.planned for o in evaluation.outcomes) == len(ids)
+    report = run_dispatcher(citus_store, once=True, at=T + timedelta(minutes=5))
+    assert report.outcomes == {"sent": 2 * len(ids)}
+    with citus_store.engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM coupon_codes").scalar() == len(ids)
+
+
+def test_two_dispatchers_claim_disjoint_work(citus_store, tmp_path):
+    ids = _shop(citus_store, tmp_path, users=60)
+    evaluate(citus_store, ruleset_for(citus_store.settings), at=T)
+    reports = []
+
+    def dispatcher():
+        reports.append(run_dispatcher(citus_store, once=True, at=T + timedelta(minutes=5)))
+
+    threads = [threading.Thread(target=dispatcher) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with citus_store.engine.connect() as connection:
+        states = connection.exec_driver_sql(
+            "SELECT state, count(*) FROM outbox GROUP BY state"
+        ).all()
+        attempts = connection.exec_driver_sql(
+            "SELECT outbox_id FROM delivery_attempts WHERE outcome = 'sent' "
+            "GROUP BY outbox_id HAVING count(*) > 1"
+        ).all()
+    assert dict(states) == {"sent": 2 * len(ids)}
+    assert attempts == []
+
+
+def test_at_most_once_under_concurrent_evaluation(citus_store, tmp_path):
+    ids = _shop(citus_store, tmp_path, users=40)
+    ruleset = ruleset_for(citus_store.settings)
+    threads = [
+        threading.Thread(target=evaluate, args=(citus_store, ruleset), kwargs={"at": T})
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with citus_store.engine.connect() as connection:
+        decided = connection.exec_driver_sql(
+            "SELECT rule_id, user_id, occurrence_key, count(*) FROM decisions "
+            "GROUP BY rule_id, user_id, occurrence_key"
+        ).all()
+        actions = connection.exec_driver_sql("SELECT count(*) FROM outbox").scalar()
+    assert len(decided) == len(ids) and {row[3] for row in decided} == {1}
+    assert actions == 2 * len(ids)
