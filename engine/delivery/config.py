@@ -7,6 +7,7 @@ sub_batch_size = 20              # rows of a first sub-batch: consent, unless, c
 recheck = "2s"                   #   the lease are re-checked between sub-batches (below)
 lease = "5m"                     # a crashed dispatcher's claims are taken over after this
 base_url = "https://shop.example.com/offers"   # landing pages linked from emails and SMS
+policies = ["consent", "rule", "send_window", "caps"]   # the default order (docs/delivery.md)
 
 [delivery.retry]
 max_attempts = 8
@@ -42,6 +43,9 @@ concurrency = 4                  # requests in flight at once (default 1)
 [delivery.webhooks.crm]          # named endpoints for `webhook: {url: crm}`
 url = "https://crm.example.com/hooks/nudge"
 secret_env = "NUDGE_WEBHOOK_CRM_SECRET"
+
+[delivery.channels.loyalty]      # a plugin's channel, validated by its factory
+url = "https://loyalty.example.com/api/awards"
 ```
 """
 
@@ -198,11 +202,26 @@ class DeliveryConfig(_Model):
     webhook: HttpBackendConfig = HttpBackendConfig(backend="http", folder="outbox/webhook")
     webhooks: dict[str, EndpointConfig] = Field(default_factory=dict)
     audiences: AudiencesConfig = AudiencesConfig()
+    # The delivery policies, in the order they check each action (engine.delivery.
+    # middleware, docs/delivery.md); None is the default order.
+    policies: tuple[str, ...] | None = None
+    # Settings of channels that plugins add (`[delivery.channels.loyalty]`), by channel
+    # name; each plugin's channel factory validates its own (docs/plugins.md).
+    channels: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # Cost of one send per channel in the shop currency, for ROI in `nudge report`
     # (engine/measurement/report.py validates it and names a bad key).
     costs: dict[str, Any] = Field(default_factory=dict)
 
     _check = field_validator("lease", "recheck")(_duration)
+
+    @field_validator("policies")
+    @classmethod
+    def _known_policies(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None:
+            from engine.delivery.middleware import check_policy_names
+
+            check_policy_names(value)
+        return value
 
     @property
     def lease_duration(self) -> timedelta:

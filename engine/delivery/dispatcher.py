@@ -55,7 +55,8 @@ from engine.delivery.claims import Lease, claim_batch, new_holder, record_outcom
 from engine.delivery.config import DeliveryConfig, delivery_config
 from engine.delivery.context import Contact, DeliveryContext, Outcome, PlannedAction
 from engine.delivery.keepalive import database_kept_open
-from engine.delivery.policy import DeliveryPolicy, default_policies
+from engine.delivery.middleware import configured_policies
+from engine.delivery.policy import DeliveryPolicy
 from engine.durations import parse_duration
 from engine.store import Store
 from engine.store.people import User
@@ -245,7 +246,8 @@ def dispatch_once(
     """
     clock = _clock_of(now, clock)
     config = config or delivery_config(store.settings)
-    policies = default_policies(rules) if policies is None else policies
+    # A fresh list per batch (policies keep per-batch state), in `[delivery] policies` order.
+    policies = configured_policies(config, rules) if policies is None else policies
     limit = batch_size or config.batch_size
     if stop is not None and stop.is_set():
         return DispatchReport()

@@ -3,8 +3,9 @@
 Policies are checked in order for each claimed action, highest priority first; the
 first that returns an Outcome decides (skip or defer) and the action is not
 delivered. Order matters: consent first (a user without consent is skipped, not
-deferred), then the send window (a deferred message must not use up a cap slot),
-then frequency caps.
+deferred), then the rule (engine.delivery.rule_policy), then the send window (a
+deferred message must not use up a cap slot), then frequency caps. The order is
+configurable by name (`[delivery] policies`, engine.delivery.middleware).
 """
 
 from __future__ import annotations
@@ -205,9 +206,9 @@ class FrequencyCapPolicy(DeliveryPolicy):
 
 
 def default_policies(rules=None) -> list[DeliveryPolicy]:
-    """The policies of one claimed batch; `rules` as RulePolicy takes them (a RuleSet, a
-    callable returning one, or None to load the rule files)."""
-    from engine.delivery.rule_policy import RulePolicy
+    """The policies of one claimed batch in the default order (engine.delivery.middleware);
+    `rules` as RulePolicy takes them (a RuleSet, a callable returning one, or None to
+    load the rule files)."""
+    from engine.delivery.middleware import DEFAULT_ORDER, build_policies
 
-    # The rule first: an action its rule no longer wants must not use a cap slot.
-    return [ConsentPolicy(), RulePolicy(rules), SendWindowPolicy(), FrequencyCapPolicy()]
+    return build_policies(DEFAULT_ORDER, rules)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import Message
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 
 from engine.delivery.channels.parallel import ParallelSends, concurrency_of
 from engine.errors import ConfigError
+from engine.plugins import PluginError, PluginRegistry, describe
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,9 @@ class Channel(Protocol):
         """Deliver or raise engine.delivery.context.DeliveryFailure."""
 
     def close(self) -> None: ...
+
+
+ChannelFactory = Callable[[Any, Any], "Channel | None"]
 
 
 @dataclass
@@ -104,26 +109,40 @@ class NoopChannel:
         pass
 
 
+def check_channel_factory(entry_name: str, loaded: Any) -> ChannelFactory:
+    """What an entry point of `nudge.channels` must load: a factory, called per dispatcher."""
+    if not callable(loaded):
+        raise TypeError(
+            f"loaded {type(loaded).__name__}, expected a callable "
+            "factory(settings, config) -> Channel | None"
+        )
+    return loaded
+
+
+# name -> factory(settings, DeliveryConfig) -> Channel | None; read once, on first use.
+CHANNEL_FACTORIES: PluginRegistry[ChannelFactory] = PluginRegistry(
+    "nudge.channels", "delivery channel", check=check_channel_factory
+)
+
+
 def build_channels(settings, config=None) -> ChannelSet:
-    """The channels nudge.toml configures (file backends by default: no server needed)."""
-    from engine.delivery.channels.file import FileEmailChannel, FileJsonChannel
+    """The channels nudge.toml configures, one per `nudge.channels` entry point (the
+    built-ins use file backends by default: no server needed)."""
     from engine.delivery.config import delivery_config
 
     config = config or delivery_config(settings)
-    base = settings.project_dir
-    channels: dict[str, Channel] = {}
-    if config.email.backend == "smtp":
-        from engine.delivery.channels.smtp import SmtpChannel
-
-        channels["email"] = SmtpChannel.from_config(config.email)
-    else:
-        channels["email"] = FileEmailChannel(base / config.email.folder)
-    for name in ("sms", "webhook"):
-        section = getattr(config, name)
-        if section.backend == "http":
-            from engine.delivery.channels.http import HttpChannel
-
-            channels[name] = HttpChannel(timeout=section.timeout, concurrency=section.concurrency)
-        else:
-            channels[name] = FileJsonChannel(base / section.folder)
-    return ChannelSet(channels)
+    built = ChannelSet()
+    try:
+        for name, factory in CHANNEL_FACTORIES.items():
+            channel = factory(settings, config)
+            if channel is None:
+                continue  # not configured in nudge.toml
+            if not all(callable(getattr(channel, m, None)) for m in ("send", "close")):
+                origin = CHANNEL_FACTORIES.origin(name)
+                where = describe(origin) if origin is not None else f"channel {name!r}"
+                raise PluginError(f"{where}: its factory returned {channel!r}, not a Channel")
+            built.channels[name] = channel
+    except BaseException:
+        built.close()  # the ones built so far hold connections and threads
+        raise
+    return built
