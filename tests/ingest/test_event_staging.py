@@ -96,9 +96,8 @@ def test_awkward_values_are_stored_as_given(store):
         assert got["ingested_at"] == NOW
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # the SQLite document path
 def test_sqlite_stores_the_text_and_floats_python_converted_to(store):
-    if store.engine.dialect.name != "sqlite":
-        pytest.skip("the SQLite document path")
     amounts = ["0.07", "0.10", "2.67", "19.99", "1234567.89", "999999999999.99", "0"]
     rows = [
         event(
