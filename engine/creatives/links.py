@@ -42,6 +42,15 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+_HEX = re.compile(r"[0-9a-f]{1,16}")
+
+
+def same_signature(expected: str, given: str) -> bool:
+    """Constant-time comparison of a signature with what a visitor sent: text from a URL
+    may hold any character, and `hmac.compare_digest` refuses non-ASCII `str`."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass"))
+
+
 def _signature(secret: bytes, user_id: str, rule_id: str, expires: int) -> str:
     # The rule id is signed too, so a token from one campaign cannot claim another's coupon.
     message = f"{user_id}\n{rule_id}\n{expires}".encode()
@@ -62,11 +71,12 @@ def verify_token(secret: bytes, token: str, rule_id: str, *, now: datetime) -> s
     try:
         encoded, expiry, signature = token.split(".")
         user_id = _unb64(encoded).decode()
-        expires = int(expiry, 16)
     except (ValueError, UnicodeDecodeError):
         return None
-    expected = _signature(secret, user_id, rule_id, expires)
-    if not hmac.compare_digest(expected, signature):
+    if not _HEX.fullmatch(expiry):  # one spelling per token: no "0x", "_", spaces
+        return None
+    expires = int(expiry, 16)
+    if not same_signature(_signature(secret, user_id, rule_id, expires), signature):
         return None
     return user_id if now.timestamp() < expires else None
 
@@ -99,7 +109,7 @@ def read_message_link(secret: bytes, token: str) -> tuple[int, str, int] | None:
         link = MESSAGE_LINKS[index]
     except (ValueError, IndexError, struct.error):
         return None
-    if not hmac.compare_digest(_message_signature(secret, payload), signature):
+    if not same_signature(_message_signature(secret, payload), signature):
         return None
     return action_id, link, expires
 

@@ -29,9 +29,9 @@ _UTF8_QP = Charset("utf-8")
 _UTF8_QP.body_encoding = QP
 
 # A header value that compat32 folding returns unchanged: printable ASCII words
-# separated by single spaces, on a line (with its name) no longer than 78 characters.
+# separated by single spaces, on a line (with its name) no longer than the policy's
+# max_line_length (78 unless a generator sets another; None or 0: no folding).
 _PLAIN_VALUE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
-_FOLD_AT = 78
 
 
 class _QuickFolding(Compat32):
@@ -43,7 +43,7 @@ class _QuickFolding(Compat32):
     def _fold(self, name, value, sanitize):
         if (
             isinstance(value, str)
-            and len(name) + 2 + len(value) <= _FOLD_AT
+            and (not self.max_line_length or len(name) + 2 + len(value) <= self.max_line_length)
             and _PLAIN_VALUE.fullmatch(value)
         ):
             return f"{name}: {value}{self.linesep}"

@@ -94,7 +94,7 @@ def run_dispatcher(
     Time is `clock` if given, else frozen at `at` if given, else the wall clock. `rules`
     are what the rule policy checks (`unless`, flight): a RuleSet, or a callable
     returning one per batch (the daemon's `RuleCache.rules`); default: the rule files,
-    loaded once per batch. Returns the total of every pass, including `released` rows
+    read each batch and compiled again only when their bytes changed. Returns the total of every pass, including `released` rows
     when it was stopped mid-batch.
     """
     config = delivery_config(store.settings)

@@ -1,18 +1,18 @@
 """`GET /c/<token>`: record a click on a message's link, then redirect to it.
 
-`click_url` makes the tracked link of one message link: the token (engine/serve/
-safety.py) signs the user, rule, decision, channel ("email" or "sms"), the target URL
-and an expiry. The server follows only a token it signed, unexpired, whose target is
-on an origin the project declares for its links: the landing site
-(`[delivery] base_url`, whose origin is also the shop link's) or `[serve] base_url`.
-A forged or tampered token is a 400 page and an expired one a 410 page: neither ever
-redirects, so /c/ is no open redirect.
+Two token forms. The links of rendered emails and SMS carry the short one (below).
+`click_url` makes the general one, for links Nudge does not render (a shop's own
+transactional email, say): the token (engine/serve/safety.py) signs the user, rule,
+decision, channel ("email" or "sms"), the target URL and an expiry. The server
+follows only a token it signed, unexpired, whose target is on an origin the project
+declares for its links: the landing site (`[delivery] base_url`, whose origin is also
+the shop link's) or `[serve] base_url`. A forged or tampered token is a 400 page and
+an expired one a 410 page: neither ever redirects, so /c/ is no open redirect.
 
-The links of rendered emails and SMS carry the short form instead (engine/creatives/
-links.py `message_link_token`): an outbox action id and a link name, signed. Its
-target is derived here from the action's creative, rule and variant by the renderer's
-own `message_links`, so it is the link the message would have carried (with a fresh
-landing token) and can lead nowhere else.
+The short form (engine/creatives/links.py `message_link_token`) is an outbox action
+id and a link name, signed. Its target is derived here from the action's creative,
+rule and variant by the renderer's own `message_links`, so it is the link the message
+would have carried (with a fresh landing token) and can lead nowhere else.
 """
 
 from __future__ import annotations

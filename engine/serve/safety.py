@@ -24,6 +24,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine.creatives.links import same_signature
+
 SECRET_ENV = "NUDGE_SERVE_SECRET"
 # The secret the email/SMS renderer signs landing-page tokens (`?t=`) with.
 LANDING_SECRET_ENV = "NUDGE_SECRET_KEY"
@@ -102,7 +104,7 @@ def verify_click(secret: bytes, text: str, *, now: datetime) -> ClickToken:
         payload, signature = text.split(".", 1)
     except ValueError:
         raise TokenError("malformed token") from None
-    if not hmac.compare_digest(_click_signature(secret, payload), signature):
+    if not same_signature(_click_signature(secret, payload), signature):
         raise TokenError("bad signature")
     try:
         data = json.loads(_unb64(payload))

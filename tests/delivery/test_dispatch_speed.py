@@ -231,6 +231,10 @@ def test_emails_flatten_to_the_bytes_compat32_gives():
             headers={"X-Nudge-Rule": text(50), "X-Nudge-Key": text(90)},
         )
         assert _flat(message, QUICK_FOLDING) == _flat(message, compat32)
+        for length in (0, 40):  # a generator's own line length is honoured too
+            narrow = {"max_line_length": length}
+            quick, standard = QUICK_FOLDING.clone(**narrow), compat32.clone(**narrow)
+            assert _flat(message, quick) == _flat(message, standard)
 
 
 def test_subjects_are_encoded_as_the_standard_library_encodes_them():

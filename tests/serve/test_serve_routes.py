@@ -481,3 +481,15 @@ def test_without_the_serve_secret_links_go_straight_to_their_target(served, monk
     html = html_of(sent)
     assert f"{SITE}/winback/en/default.html?" in html
     assert "/c/" not in html
+
+
+def test_tokens_with_any_characters_are_refused_never_a_500(served, monkeypatch):
+    [link, *_] = dispatched_links(served, monkeypatch, "email")
+    payload = urlsplit(link).path.removeprefix("/c/").split(".")[0]
+    assert served.get(f"/c/{payload}.%C3%A9{'A' * 20}").status_code == 400
+    assert served.get("/c/eyJ1IjoidTEifQ.%C3%A9%C3%A9").status_code == 400
+    encoded, expiry, signature = token().split(".")
+    for bad in (f"{encoded}.{expiry}.%C3%A9", f"{encoded}.0x{expiry}.{signature}"):
+        response = served.get(f"{LANDING}?t={bad}", headers={"accept-language": "en"})
+        assert response.status_code == 200 and "Hi Alex" not in response.text
+    assert [e for e in events_of(served.store) if e["type"] == "landing_view"] == []

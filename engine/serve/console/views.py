@@ -11,6 +11,7 @@ explicitly: `explain_user` dry-runs the rule in a transaction it rolls back, as
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime
 from typing import Any
 
@@ -262,6 +263,12 @@ def _action(row, zone) -> dict[str, Any]:
     }
 
 
+# An explanation is a dry run: it opens a writing transaction (rolled back) and refreshes
+# stages in it, holding SQLite's write lock meanwhile. One at a time per process, so
+# an operator clicking through users never queues ingest and the daemon behind a burst.
+_EXPLAINING = threading.Lock()
+
+
 def _explanation(
     store: Store, ruleset, user_id: str, rule_id: str | None, now: datetime
 ) -> dict[str, str | None]:
@@ -274,7 +281,8 @@ def _explanation(
         return {"explanation": None, "explain_error": None}
     if rule_id not in ruleset.rules:
         return {"explanation": None, "explain_error": ruleset.describe_missing(rule_id)}
-    data = explain_user(store, ruleset, user_id, rule_id, at=now)
+    with _EXPLAINING:
+        data = explain_user(store, ruleset, user_id, rule_id, at=now)
     text = render_explanation(localise(data, store.settings.tz))
     return {"explanation": text, "explain_error": None}
 
