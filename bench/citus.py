@@ -64,6 +64,11 @@ def _run(url: str, distributed: bool) -> dict[str, float]:
 
 
 def main() -> int:
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        print(__doc__.strip())
+        print("\nEnvironment: NUDGE_TEST_CITUS_URL (required), NUDGE_TEST_POSTGRES_URL (optional,")
+        print("for comparison), NUDGE_BENCH_USERS (default 20000). No options.")
+        return 0
     citus = os.environ.get("NUDGE_TEST_CITUS_URL")
     if not citus:
         print("NUDGE_TEST_CITUS_URL is not set: no Citus cluster to measure", file=sys.stderr)
