@@ -1330,8 +1330,8 @@ def audiences_export_converters(
 
     Example: nudge audiences export-converters winback-lapsed-members --format google
     """
-    from engine.audiences.converters import export_converters
     from engine.delivery.config import delivery_config
+    from engine.measurement.converters import export_converters
 
     store = open_project_store()
     tz = store.settings.tz

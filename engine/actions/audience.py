@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from engine.actions.base import ActionKind, ActionParams, Slug
+from engine.action_kinds import ActionKind, ActionParams, Slug
 
 Platform = Literal["google", "meta", "csv"]
 

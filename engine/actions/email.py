@@ -10,9 +10,8 @@ Needs email consent and no unsubscribe, re-checked at send time.
 
 from __future__ import annotations
 
-from engine.actions.base import ActionKind, ActionParams, Slug
-
-SURFACES = ("email_subject", "email_text", "email_html")
+from engine.action_kinds import EMAIL_SURFACES as SURFACES
+from engine.action_kinds import ActionKind, ActionParams, Slug
 
 
 class EmailParams(ActionParams):

@@ -11,7 +11,7 @@ that is not valid there is skipped with reason `invalid_phone`, never sent.
 
 from __future__ import annotations
 
-from engine.actions.base import ActionKind, ActionParams, Slug
+from engine.action_kinds import ActionKind, ActionParams, Slug
 
 
 class SmsParams(ActionParams):

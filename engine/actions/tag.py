@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import StringConstraints, model_validator
 
-from engine.actions.base import ActionKind, ActionParams
+from engine.action_kinds import ActionKind, ActionParams
 
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import field_validator
 
-from engine.actions.base import SLUG_PATTERN, ActionKind, ActionParams, Slug
+from engine.action_kinds import SLUG_PATTERN, ActionKind, ActionParams, Slug
 
 
 class WebhookParams(ActionParams):

@@ -120,25 +120,9 @@ def _flights_over(ruleset: RuleSet, now: datetime) -> list[Diagnostic]:
     return found
 
 
-def creative_uses(ruleset: RuleSet):
-    """What each rule asks of its creatives: the offer per variant, located."""
-    from engine.creatives.checks import CreativeUse
-
-    uses = []
-    for rule_id, compiled in sorted(ruleset.rules.items()):
-        spec = compiled.spec
-        for variant, plans in spec.actions.items():
-            offer = next((dict(p.params) for p in plans if p.kind == "coupon"), {})
-            for plan in plans:
-                creative = plan.params.get("creative")
-                if creative:
-                    location = compiled.rule.location_of(f"actions.{plan.kind}.creative")
-                    uses.append(CreativeUse(rule_id, creative, variant, offer, location, plan.kind))
-    return uses
-
-
 def _creatives(settings: Settings, ruleset: RuleSet, broken_uses: list) -> list[Diagnostic]:
     from engine.creatives.checks import check_creatives
+    from engine.creatives.uses import creative_uses
 
     return list(check_creatives(settings, creative_uses(ruleset) + broken_uses))
 
@@ -389,7 +373,7 @@ class _RuleFile:
         """The creatives its email/SMS/webhook actions name, to check they can be sent."""
         import re
 
-        from engine.creatives.checks import CreativeUse
+        from engine.creatives.uses import CreativeUse
         from engine.rules.models import SLUG_PATTERN
 
         actions = self.document.data.get("actions")

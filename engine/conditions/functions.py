@@ -20,6 +20,7 @@ from engine.conditions.context import CompileContext
 from engine.conditions.nodes import Call, Literal, Type
 from engine.store.people import Event, UserTag
 from engine.store.planning import Decision
+from engine.store.reach import reached
 from engine.store.types import Money
 
 events = Event.__table__
@@ -137,8 +138,6 @@ def compile_sum(call: Call, ctx: CompileContext) -> ColumnElement:
 def compile_received(call: Call, ctx: CompileContext) -> ColumnElement:
     """Planned for the user, with an action that reached them or is on its way: a
     message that was skipped (unsubscribed, capped...) or went dead was not received."""
-    from engine.triggers.after import reached
-
     alias = decisions.alias()
     return sa.exists().where(
         alias.c.user_id == ctx.users.c.id,

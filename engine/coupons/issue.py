@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from engine.actions.coupon import CouponParams
 from engine.coupons.codes import generate_code, normalise_code
+from engine.coupons.params import CouponParams
 from engine.durations import parse_duration
 from engine.localtime import day_end
 from engine.store.delivery import Coupon, CouponCode

@@ -8,7 +8,7 @@ Public API:
 - `preview_creative(...)` and `build_landing_site(...)` for the CLI.
 """
 
-from engine.creatives.checks import CreativeUse, check_creatives
+from engine.creatives.checks import check_creatives
 from engine.creatives.context import build_context
 from engine.creatives.errors import (
     CreativeAbort,
@@ -19,6 +19,7 @@ from engine.creatives.errors import (
 from engine.creatives.links import sign_token, verify_token
 from engine.creatives.loader import list_creatives
 from engine.creatives.render import RenderedSurface, Skipped, available_surfaces, render_creative
+from engine.creatives.uses import CreativeUse
 
 __all__ = [
     "CreativeAbort",

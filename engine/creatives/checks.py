@@ -20,18 +20,18 @@ from __future__ import annotations
 import difflib
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine.actions.email import SURFACES as EMAIL_SURFACES
+from engine.action_kinds import EMAIL_SURFACES
 from engine.config import Settings
 from engine.creatives.context import build_context, plain_offer
 from engine.creatives.environment import Printed, recording_printed
 from engine.creatives.errors import CreativeNotFoundError, TemplateProblemError
 from engine.creatives.facts import find_facts, links_in, visible_text
+from engine.creatives.landing import landing_pages
 from engine.creatives.limits import LIMITS
 from engine.creatives.links import missing_utm
 from engine.creatives.loader import (
@@ -58,6 +58,7 @@ from engine.creatives.samples import (
     sample_offer,
     sample_users,
 )
+from engine.creatives.uses import CreativeUse
 from engine.creatives.width import has_emoji, text_width
 from engine.errors import Diagnostic, Location, NudgeError
 
@@ -75,31 +76,10 @@ FACT_NAMES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class CreativeUse:
-    """One rule (and variant) using a creative, with the offer facts of that variant.
-
-    `kind` is the action naming the creative (email, sms, webhook). `render` is False
-    for a rule whose file has errors: its creative is still checked for existence and
-    channel templates, but not rendered with an offer nobody validated.
-    """
-
-    rule_id: str
-    creative: str
-    variant: str | None
-    offer: dict[str, Any] = field(default_factory=dict)
-    location: Location = Location("rules")
-    kind: str | None = None
-    render: bool = True
-
-
 def check_creatives(
     settings: Settings, uses: list[CreativeUse], *, now: datetime = SAMPLE_NOW
 ) -> list[Diagnostic]:
     """All problems of all creatives (those in templates/ and those the rules name)."""
-    # landing.py builds on CreativeUse, so it is imported here rather than at the top.
-    from engine.creatives.landing import landing_pages
-
     diagnostics: list[Diagnostic] = []
     by_creative: dict[str, list[CreativeUse]] = defaultdict(list)
     for use in uses:

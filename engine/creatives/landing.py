@@ -13,11 +13,11 @@ from datetime import datetime
 from pathlib import Path
 
 from engine.config import Settings
-from engine.creatives.checks import CreativeUse
 from engine.creatives.context import build_context
 from engine.creatives.loader import list_creatives, open_creative
 from engine.creatives.render import RenderedSurface, landing_path, render_creative
 from engine.creatives.samples import SAMPLE_BASE_URL, sample_offer
+from engine.creatives.uses import CreativeUse, creative_uses_from_rules
 from engine.errors import LocatedError
 
 
@@ -50,8 +50,6 @@ def build_landing_site(
     if any page fails to render.
     """
     if uses is None:
-        from engine.creatives.uses import creative_uses_from_rules
-
         uses = creative_uses_from_rules(settings)
     pages: list[LandingPage] = []
     problems = []

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from datetime import time, timedelta
 from typing import Annotated, Any, Literal
 
@@ -69,6 +70,30 @@ from engine.durations import parse_duration
 from engine.errors import ConfigError
 
 Duration = Annotated[str, StringConstraints(strip_whitespace=True)]
+
+# Consent first: a user without consent is skipped, whatever else holds. Then the rule:
+# an action its rule no longer wants (`unless`, flight over, paused) must not use a cap
+# slot. Then the send window, before caps: a message deferred to the morning must not
+# use up today's slot either.
+DEFAULT_ORDER: tuple[str, ...] = ("consent", "rule", "send_window", "caps")
+
+REQUIRED = ("consent",)
+
+
+def check_policy_names(names: Sequence[str]) -> None:
+    """Raise ValueError (shown under the key `delivery.policies`) for a bad list."""
+    for name in names:
+        if name not in DEFAULT_ORDER:
+            close = difflib.get_close_matches(name, list(DEFAULT_ORDER), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            known = ", ".join(DEFAULT_ORDER)
+            raise ValueError(f"unknown delivery policy {name!r}{hint}; known: {known}")
+    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    if repeated:
+        raise ValueError(f"delivery policy listed twice: {', '.join(repeated)}")
+    for name in REQUIRED:
+        if name not in names:
+            raise ValueError(f"the {name!r} policy cannot be left out")
 
 
 def _duration(value: str) -> str:
@@ -218,8 +243,6 @@ class DeliveryConfig(_Model):
     @classmethod
     def _known_policies(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if value is not None:
-            from engine.delivery.middleware import check_policy_names
-
             check_policy_names(value)
         return value
 

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import sqlalchemy as sa
 
-from engine.actions import ACTION_KINDS
+from engine.action_kinds import ACTION_KINDS
 from engine.clock import ensure_aware
 from engine.coupons.void import settle_after_dispatch
 from engine.creatives.environment import files_snapshot

@@ -15,10 +15,10 @@ is the law, not a preference.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from engine.delivery.config import DEFAULT_ORDER, check_policy_names
 from engine.delivery.policy import (
     ConsentPolicy,
     DeliveryPolicy,
@@ -38,36 +38,14 @@ def _rule_policy(rules) -> DeliveryPolicy:
 
 
 # name -> build(rules): a fresh policy per claimed batch (policies keep per-batch state).
+# The names, their default order and the check of a configured list are in
+# engine/delivery/config.py, which validates nudge.toml: the same names as here.
 POLICIES: dict[str, Callable[..., DeliveryPolicy]] = {
     "consent": lambda rules: ConsentPolicy(),
     "rule": _rule_policy,
     "send_window": lambda rules: SendWindowPolicy(),
     "caps": lambda rules: FrequencyCapPolicy(),
 }
-
-# Consent first: a user without consent is skipped, whatever else holds. Then the rule:
-# an action its rule no longer wants (`unless`, flight over, paused) must not use a cap
-# slot. Then the send window, before caps: a message deferred to the morning must not
-# use up today's slot either.
-DEFAULT_ORDER: tuple[str, ...] = ("consent", "rule", "send_window", "caps")
-
-REQUIRED = ("consent",)
-
-
-def check_policy_names(names: Sequence[str]) -> None:
-    """Raise ValueError (shown under the key `delivery.policies`) for a bad list."""
-    for name in names:
-        if name not in POLICIES:
-            close = difflib.get_close_matches(name, list(POLICIES), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            known = ", ".join(DEFAULT_ORDER)
-            raise ValueError(f"unknown delivery policy {name!r}{hint}; known: {known}")
-    repeated = sorted({name for name in names if list(names).count(name) > 1})
-    if repeated:
-        raise ValueError(f"delivery policy listed twice: {', '.join(repeated)}")
-    for name in REQUIRED:
-        if name not in names:
-            raise ValueError(f"the {name!r} policy cannot be left out")
 
 
 def build_policies(names: Sequence[str] = DEFAULT_ORDER, rules=None) -> list[DeliveryPolicy]:
@@ -80,3 +58,10 @@ def build_policies(names: Sequence[str] = DEFAULT_ORDER, rules=None) -> list[Del
 def configured_policies(config: DeliveryConfig, rules=None) -> list[DeliveryPolicy]:
     """The policies `[delivery] policies` lists, or the default order."""
     return build_policies(config.policies or DEFAULT_ORDER, rules)
+
+
+def default_policies(rules=None) -> list[DeliveryPolicy]:
+    """The policies of one claimed batch in the default order (DEFAULT_ORDER);
+    `rules` as RulePolicy takes them (a RuleSet, a callable returning one, or None to
+    load the rule files)."""
+    return build_policies(DEFAULT_ORDER, rules)

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 
+from engine.action_kinds import ACTION_KINDS
 from engine.delivery.config import SendWindow
 from engine.delivery.context import DeliveryContext, Outcome, PlannedAction
 from engine.localtime import first_instant_at_or_after
@@ -90,22 +91,8 @@ class ConsentPolicy(DeliveryPolicy):
 
 def _consent_of(action: PlannedAction) -> str | None:
     """The consent the action's kind needs (email | sms | ads), or None."""
-    kind = _action_kinds().get(action.kind)
+    kind = ACTION_KINDS.get(action.kind)
     return kind.consent if kind is not None else None
-
-
-def _action_kinds():
-    # Imported on first use (engine.actions imports delivery modules), then kept: this
-    # runs twice per action.
-    global _ACTION_KINDS
-    if _ACTION_KINDS is None:
-        from engine.actions import ACTION_KINDS
-
-        _ACTION_KINDS = ACTION_KINDS
-    return _ACTION_KINDS
-
-
-_ACTION_KINDS = None
 
 
 def user_zone(ctx: DeliveryContext, user_id: str) -> ZoneInfo:
@@ -203,12 +190,3 @@ class FrequencyCapPolicy(DeliveryPolicy):
             oldest = self.oldest.get(key, ctx.now)
             return Outcome.deferred(max(oldest + cap.window, ctx.now), "capped")
         return Outcome.skipped("capped")
-
-
-def default_policies(rules=None) -> list[DeliveryPolicy]:
-    """The policies of one claimed batch in the default order (engine.delivery.middleware);
-    `rules` as RulePolicy takes them (a RuleSet, a callable returning one, or None to
-    load the rule files)."""
-    from engine.delivery.middleware import DEFAULT_ORDER, build_policies
-
-    return build_policies(DEFAULT_ORDER, rules)

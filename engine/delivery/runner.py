@@ -94,8 +94,8 @@ def run_dispatcher(
     Time is `clock` if given, else frozen at `at` if given, else the wall clock. `rules`
     are what the rule policy checks (`unless`, flight): a RuleSet, or a callable
     returning one per batch (the daemon's `RuleCache.rules`); default: the rule files,
-    read each batch and compiled again only when their bytes changed. Returns the total of every pass, including `released` rows
-    when it was stopped mid-batch.
+    read each batch and compiled again only when their bytes changed. Returns the
+    total of every pass, including `released` rows when it was stopped mid-batch.
     """
     config = delivery_config(store.settings)
     if clock is None:

@@ -38,6 +38,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from engine.action_kinds import ACTION_KINDS
 from engine.clock import ensure_aware, utcnow
 from engine.durations import format_duration
 from engine.errors import ConfigError, NotFoundError, NudgeError
@@ -90,7 +91,6 @@ def send_costs(settings) -> dict[str, Decimal]:
     Every problem is reported at once, each at its dotted key, like the rest of the
     `[delivery]` section: `nudge.toml: delivery.costs.emial: unknown channel ...`.
     """
-    from engine.actions.registry import ACTION_KINDS
 
     source = str(settings.config_path) if getattr(settings, "config_path", None) else "nudge.toml"
     raw = (settings.delivery or {}).get("costs", {})
@@ -420,7 +420,7 @@ def build_report(
 def _suggestions(report: Report, tz) -> list[dict[str, str]]:
     """Rules whose treated users convert significantly better than the control group
     (always-valid interval above 0): their converters are the seed of a lookalike
-    audience, `nudge audiences export-converters` (engine/audiences/converters.py)."""
+    audience, `nudge audiences export-converters` (engine/measurement/converters.py)."""
     found = []
     for rule in report.rules:
         lift = rule.lift

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import sqlalchemy as sa
 
-BUCKETS = 10_000  # basis points: a 10% holdout is buckets 0..999
+from engine.store.buckets import BUCKETS
 
 
 def bucket(user_id: str, rule_id: str, salt: str, purpose: str) -> int:
@@ -25,19 +25,6 @@ def bucket(user_id: str, rule_id: str, salt: str, purpose: str) -> int:
 
 def _key(user_id: str, rule_id: str, salt: str, purpose: str) -> str:
     return f"{salt}:{rule_id}:{purpose}:{user_id}"
-
-
-def sqlite_md5_bucket(text: str) -> int:
-    """Registered on SQLite connections as nudge_bucket(text)."""
-    digest = hashlib.md5(text.encode(), usedforsecurity=False)
-    return int(digest.hexdigest()[:8], 16) % BUCKETS
-
-
-def sqlite_md5_hex(text: str | None) -> str | None:
-    """Registered on SQLite connections as md5(text): PostgreSQL's md5(), hex digest."""
-    if text is None:
-        return None
-    return hashlib.md5(str(text).encode(), usedforsecurity=False).hexdigest()
 
 
 def bucket_sql(

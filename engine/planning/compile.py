@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from engine.action_kinds import get_action_kind
 from engine.config import Settings
 from engine.errors import Diagnostic
 from engine.planning.pipeline import Sources
@@ -157,8 +158,6 @@ def _condition_diagnostic(text, exc) -> Diagnostic:
 
 
 def build_spec(settings: Settings, rule, when: tuple, unless: tuple) -> PlanSpec:
-    from engine.actions.registry import get_action_kind
-
     trigger = rule.trigger
     experiment = rule.experiment
     variants = {name: v.weight for name, v in experiment.variants.items()} if experiment else {}

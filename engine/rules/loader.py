@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from engine.action_kinds import ACTION_KINDS, UnknownActionKindError, get_action_kind
 from engine.errors import Diagnostic, LocatedError, Location
 from engine.rules.diagnostics import validation_diagnostics
 from engine.rules.located_text import LocatedText
@@ -218,8 +219,6 @@ def _action_diagnostics(document: YamlDocument, actions: dict[Any, Any]) -> list
 def _validated_actions(
     document: YamlDocument, actions: dict[Any, Any]
 ) -> tuple[list[Diagnostic], dict[str, Any]]:
-    from engine.actions.registry import UnknownActionKindError, get_action_kind
-
     diagnostics: list[Diagnostic] = []
     validated: dict[str, Any] = {}
     for name, params in actions.items():
@@ -243,7 +242,6 @@ def _variant_diagnostics(
     document: YamlDocument, actions: dict[Any, Any]
 ) -> tuple[list[Diagnostic], dict[str, dict[str, Any]]]:
     """Each variant's overrides must name actions of the rule; merged, they must be valid."""
-    from engine.actions.registry import ACTION_KINDS
 
     experiment = document.data.get("experiment")
     variants = experiment.get("variants") if isinstance(experiment, dict) else None
@@ -287,8 +285,6 @@ def _merged_diagnostics(
     actions: dict[Any, Any],
     merged: dict[Any, Any],
 ) -> list[Diagnostic]:
-    from engine.actions.registry import ACTION_KINDS
-
     diagnostics: list[Diagnostic] = []
     for name, override in body.items():
         kind = ACTION_KINDS.get(name) if isinstance(name, str) else None
@@ -359,6 +355,4 @@ def _build(document: YamlDocument, path: Path, content_hash: str) -> Rule:
 
 
 def _kind_validate(name: str, params: dict[str, Any]) -> Any:
-    from engine.actions.registry import get_action_kind
-
     return get_action_kind(name).validate(params)

@@ -4,7 +4,7 @@
 `Rule` is a loaded rule: the same fields plus its id, source, content hash, the
 validated action parameters (per variant too) and the position of every key.
 Action parameters are validated by the action kinds' own models
-(engine.actions.registry), never re-declared here.
+(engine.action_kinds), never re-declared here.
 """
 
 from __future__ import annotations

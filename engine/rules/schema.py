@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from engine.action_kinds import ACTION_KINDS
 from engine.rules.models import RuleFile, stage_names
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -20,7 +21,6 @@ SCHEMA_FILE = "rule.schema.json"
 
 def rule_json_schema() -> dict[str, Any]:
     """The schema of `rules/<id>.yaml`, with the registered action kinds and stages."""
-    from engine.actions.registry import ACTION_KINDS
 
     schema = RuleFile.model_json_schema()
     definitions: dict[str, Any] = schema.setdefault("$defs", {})

@@ -21,11 +21,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.creatives.checks import CreativeUse
 from engine.creatives.context import build_context
 from engine.creatives.landing import landing_targets
 from engine.creatives.links import TOKEN_PARAM, UTM_KEYS, slug, verify_token
 from engine.creatives.render import RenderedSurface, render_creative
+from engine.creatives.uses import CreativeUse
 from engine.serve.events import CLICK_IDS, dedup_id, record_event
 from engine.store.database import Store
 from engine.store.delivery import Coupon

@@ -39,7 +39,7 @@ from sqlalchemy.pool import NullPool
 
 from engine.config import Settings
 from engine.errors import ConfigError
-from engine.planning.assignment import sqlite_md5_bucket, sqlite_md5_hex
+from engine.store.buckets import sqlite_md5_bucket, sqlite_md5_hex
 
 # The execution option `Store.read()` sets on its connection; the "begin" listeners
 # read it to open a read-only transaction instead of a writing one.

@@ -23,37 +23,14 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from engine.store.planning import Decision, OutboxAction
+from engine.store.planning import Decision
+from engine.store.reach import reached
 from engine.store.sql import plus_duration
 from engine.triggers.base import TriggerContext, TriggerSpec, instant_slot, key_text, no_event
 
 decisions = Decision.__table__
-outbox = OutboxAction.__table__
 name = "after"
 LOOKBACK = timedelta(days=7)
-# Outbox states of an action that reached the user or is still on its way.
-REACHING_STATES = ("planned", "claimed", "sent")
-# Channels that carry a decision to the user (or to the shop's systems about them).
-# Coupons and tags only take effect through them: a coupon whose email was skipped
-# was never seen, so it does not make the decision "received".
-CARRYING_CHANNELS = ("email", "sms", "audience", "webhook")
-
-
-def reached(decision_id: sa.ColumnElement) -> sa.ColumnElement[bool]:
-    """The decision reached the user, or is on its way (see module doc).
-
-    With carrying actions (email, SMS, audience, webhook), one of them must be sent or
-    pending; a decision with only coupons or tags counts when one of those is.
-    """
-    o, carrier = outbox.alias("reach"), outbox.alias("carrier")
-    reaching = [o.c.decision_id == decision_id, o.c.state.in_(REACHING_STATES)]
-    has_carrier = sa.exists().where(
-        carrier.c.decision_id == decision_id, carrier.c.channel.in_(CARRYING_CHANNELS)
-    )
-    return sa.or_(
-        sa.exists().where(*reaching, o.c.channel.in_(CARRYING_CHANNELS)),
-        sa.and_(~has_carrier, sa.exists().where(*reaching)),
-    )
 
 
 def followed_occurrence(d: sa.FromClause) -> sa.ColumnElement:

@@ -17,11 +17,11 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from cli import app
-from engine.audiences.converters import export_converters
 from engine.audiences.normalise import sha256_hex
 from engine.config import load_settings
 from engine.delivery.runner import run_dispatcher
 from engine.errors import NotFoundError, NudgeError
+from engine.measurement.converters import export_converters
 from engine.measurement.report import build_report, render_report
 from engine.planning.runner import evaluate
 from engine.store import Store

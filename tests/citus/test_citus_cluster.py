@@ -4,8 +4,9 @@ The URL's database must have the citus extension available and the coordinator i
 its node list (`citus_set_coordinator_host`). Citus does not propagate CREATE DATABASE:
 the same database must exist on every worker with `CREATE EXTENSION citus` run in it,
 and the workers must be added (`citus_add_node`) from that database on the coordinator.
-The tests create no database; they drop and recreate Nudge's tables in this one. Without the variable they skip (CI has no Citus; this is not a service
-the suite requires, so never `service_missing`).
+The tests create no database; they drop and recreate Nudge's tables in this one.
+Without the variable they skip (CI has no Citus; this is not a service the suite
+requires, so never `service_missing`).
 """
 
 from __future__ import annotations

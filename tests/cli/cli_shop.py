@@ -29,7 +29,7 @@ def run(*args: str, input: str | None = None):
 # Modules that bound engine.clock.utcnow at import; the others read it at call time.
 _CLOCK_READERS = (
     "engine.delivery.runner",
-    "engine.audiences.converters",
+    "engine.measurement.converters",
     "engine.measurement.report",
 )
 

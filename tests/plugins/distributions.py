@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine.actions.registry import ACTION_KINDS
+from engine.action_kinds import ACTION_KINDS
 from engine.delivery.channels import CHANNEL_FACTORIES
 from engine.triggers.registry import TRIGGER_KINDS
 

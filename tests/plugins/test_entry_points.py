@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.actions.registry import ACTION_KINDS, get_action_kind
+from engine.action_kinds import ACTION_KINDS, get_action_kind
 from engine.delivery.channels import build_channels
 from engine.plugins import PluginError
 from engine.triggers.registry import TRIGGER_KINDS

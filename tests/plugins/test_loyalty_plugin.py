@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from cli import app
-from engine.actions.registry import ACTION_KINDS, get_action_kind
+from engine.action_kinds import ACTION_KINDS, get_action_kind
 from engine.delivery.channels import CHANNEL_FACTORIES
 from engine.delivery.runner import run_dispatcher
 from engine.planning.runner import evaluate

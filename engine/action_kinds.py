@@ -1,4 +1,9 @@
-"""The action kinds a rule can use, by name: built-ins plus any a plugin registers.
+"""What every action kind is made of, and the kinds a rule can use, by name.
+
+A kind is a small module (`engine/actions/coupon.py`, `email.py`, ...) exposing `KIND`:
+a parameter schema, a default channel, a deliver step. Rule files validate their
+`actions:` entries against `KIND.params`, and the dispatcher calls `KIND.deliver` for
+each claimed outbox row of that kind.
 
 kind = get_action_kind("email")          # NudgeError with "did you mean" if unknown
 params = kind.validate({"creative": "winback"})
@@ -6,19 +11,69 @@ params = kind.validate({"creative": "winback"})
 Every kind, Nudge's own included, is an entry point of the group `nudge.actions`
 whose value is an ActionKind (`coupon = "engine.actions.coupon:KIND"` in
 pyproject.toml); a shop's package declares its own the same way (docs/plugins.md).
-They are read once, on first use (engine.plugins).
+They are read once, on first use (engine.plugins). This module sits below rules,
+planning and delivery, which look kinds up here by name; the kinds themselves
+(engine/actions/) sit above delivery, whose context and channels they use. Plugin
+authors import the same names from `engine.actions`.
 """
 
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from engine.actions.base import ActionKind
 from engine.errors import NudgeError
 from engine.plugins import PluginRegistry
+
+# Names of creatives, audiences and endpoints: lowercase words joined by - or _,
+# so they are safe as folder names, file names and URL parts.
+SLUG_PATTERN = r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$"
+Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN, max_length=64)]
+
+# The surfaces an email renders, in order: the email kind renders them
+# (engine/actions/email.py) and the creative checks require them of an email's
+# creative (engine/creatives/checks.py).
+EMAIL_SURFACES = ("email_subject", "email_text", "email_html")
+
+
+class ActionParams(BaseModel):
+    """Base of every kind's parameters: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# deliver(ctx, actions) -> outcomes: (DeliveryContext, list[PlannedAction]) -> list[Outcome]
+# of engine/delivery/context.py, a layer above; typed loosely so this stays below it.
+DeliverHook = Callable[[Any, list[Any]], list[Any]]
+
+
+@dataclass(frozen=True)
+class ActionKind:
+    """One kind of action a rule can take for a user.
+
+    `name` is the YAML key under `actions:` and the outbox `kind`; `channel` is the
+    outbox channel the planner writes by default (caps and backends are per channel);
+    `consent` names the user flag the delivery policy re-checks at send time
+    ("email" also requires no unsubscribe); `deliver` performs a batch of claimed
+    actions of this kind and returns one Outcome per action, in order.
+    """
+
+    name: str
+    channel: str
+    params: type[ActionParams]
+    description: str
+    example: dict[str, Any] = field(default_factory=dict)
+    consent: Literal["email", "sms", "ads"] | None = None
+    deliver: DeliverHook | None = None
+
+    def validate(self, raw: dict[str, Any]) -> ActionParams:
+        """Parse a rule's YAML mapping for this kind (raises pydantic.ValidationError)."""
+        return self.params.model_validate(raw)
+
 
 GROUP = "nudge.actions"
 # The distribution whose entry points are the built-in kinds.
