@@ -30,8 +30,9 @@ from sqlalchemy import ColumnElement, Connection, FromClause, Select
 
 from engine.clock import ensure_aware
 from engine.config import LifecycleSettings, Settings
+from engine.store.distribute import users_distributed
 from engine.store.people import Event, LifecycleMark, StageMembership, User
-from engine.store.profiles import is_current, profiles_as_of
+from engine.store.profiles import is_current, lock_users_by_advisory_lock, profiles_as_of
 from engine.store.sql import add_seconds
 from engine.store.types import UTCDateTime
 
@@ -567,6 +568,14 @@ def _snapshot_dirty(connection: Connection) -> sa.Table:
     table.drop(connection, checkfirst=True)
     table.create(connection)
     flagged = sa.select(users_table.c.id).where(users_table.c.stage_dirty.is_(True))
+    if users_distributed(connection):
+        # Citus refuses a multi-shard FOR UPDATE: the same advisory locks as ingest,
+        # taken in the same order (engine/store/profiles.py).
+        ids = sorted(connection.execute(flagged).scalars())
+        lock_users_by_advisory_lock(connection, ids)
+        if ids:
+            connection.execute(table.insert(), [{"id": user_id} for user_id in ids])
+        return table
     if connection.dialect.name == "postgresql":
         # In id order, as ingest locks them (engine/store/profiles.py): no deadlock.
         flagged = flagged.order_by(users_table.c.id).with_for_update()

@@ -25,16 +25,43 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, Connection, FromClause
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from engine.coupons.void import settle_coupons
 from engine.store import Store
-from engine.store.delivery import Coupon, CouponRedemption
+from engine.store.delivery import Coupon, CouponCode, CouponRedemption
+from engine.store.distribute import users_distributed
 from engine.store.people import Event
 
 coupons = Coupon.__table__
 redemptions = CouponRedemption.__table__
 events = Event.__table__
+codes = CouponCode.__table__
+
+# What the classification reads of a purchase, and of the coupon its code names.
+EVENT_FACTS = (
+    "id",
+    "user_id",
+    "coupon_code",
+    "order_id",
+    "occurred_at",
+    "original_currency",
+    "currency",
+    "original_amount",
+    "amount",
+)
+COUPON_FACTS = (
+    "id",
+    "user_id",
+    "code_key",
+    "voided_at",
+    "expires_at",
+    "value",
+    "min_order",
+    "currency",
+    "redeemed_at",
+)
 
 
 def normalised_code_sql(column: ColumnElement[str]) -> ColumnElement[str]:
@@ -45,18 +72,18 @@ def normalised_code_sql(column: ColumnElement[str]) -> ColumnElement[str]:
     return value
 
 
-def purchase_currency(shop_currency: str) -> ColumnElement[str]:
+def purchase_currency(shop_currency: str, source: FromClause = events) -> ColumnElement[str]:
     """The currency the purchase was made in (what the shop sent)."""
     return sa.func.coalesce(
-        events.c.original_currency,
-        events.c.currency,
+        source.c.original_currency,
+        source.c.currency,
         sa.literal(shop_currency, events.c.currency.type),
     )
 
 
-def purchase_amount() -> ColumnElement[Decimal]:
+def purchase_amount(source: FromClause = events) -> ColumnElement[Decimal]:
     """The purchase's amount in its own currency (purchase_currency)."""
-    return sa.func.coalesce(events.c.original_amount, events.c.amount)
+    return sa.func.coalesce(source.c.original_amount, source.c.amount)
 
 
 @dataclass
@@ -71,57 +98,58 @@ def _pending() -> list[ColumnElement[bool]]:
         events.c.type == "purchase",
         events.c.coupon_code.is_not(None),
         events.c.coupon_code != "",
-        ~sa.exists().where(redemptions.c.event_id == events.c.id),
+        ~sa.exists().where(
+            redemptions.c.event_id == events.c.id, redemptions.c.user_id == events.c.user_id
+        ),
     ]
 
 
-def redeem_coupons(store: Store, *, now: datetime) -> RedemptionReport:
-    """Process every purchase with a coupon code not processed yet."""
-    currency = purchase_currency(store.settings.shop.currency)
-    amount = purchase_amount()
+def _classified(
+    shop_currency: str, ev: FromClause, cp: FromClause, joined: FromClause, *where
+) -> sa.Select:
+    """The redemption rows (in `columns` order) of the purchases `ev`, each outer-joined
+    in `joined` with the coupon `cp` its code names."""
+    currency = purchase_currency(shop_currency, ev)
+    amount = purchase_amount(ev)
     # Why this purchase may not use this coupon, first reason first; NULL when it may.
     # A NULL amount never counts as below the minimum: the order value is unknown.
     refusal = sa.case(
-        (coupons.c.id.is_(None), "unknown"),
-        (coupons.c.voided_at.is_not(None), "void"),
-        (coupons.c.user_id != events.c.user_id, "foreign"),
-        (events.c.occurred_at > coupons.c.expires_at, "expired"),
+        (cp.c.id.is_(None), "unknown"),
+        (cp.c.voided_at.is_not(None), "void"),
+        (cp.c.user_id != ev.c.user_id, "foreign"),
+        (ev.c.occurred_at > cp.c.expires_at, "expired"),
         # Only an amount off or a minimum order is tied to a currency; a plain
         # percentage off applies to an order in any currency.
         (
             sa.and_(
-                sa.or_(coupons.c.value.is_not(None), coupons.c.min_order.is_not(None)),
-                currency != coupons.c.currency,
+                sa.or_(cp.c.value.is_not(None), cp.c.min_order.is_not(None)),
+                currency != cp.c.currency,
             ),
             "wrong_currency",
         ),
-        (amount < coupons.c.min_order, "below_min_order"),
+        (amount < cp.c.min_order, "below_min_order"),
         else_=None,
     )
     # The first acceptable use of a coupon (by time, then event id) wins; later ones are
     # already_used even when they arrive in the same import. A refused use takes no turn.
     rank = sa.func.row_number().over(
-        partition_by=(coupons.c.id, sa.case((refusal.is_(None), 1), else_=0)),
-        order_by=(events.c.occurred_at, events.c.id),
+        partition_by=(cp.c.id, sa.case((refusal.is_(None), 1), else_=0)),
+        order_by=(ev.c.occurred_at, ev.c.id),
     )
     candidates = (
         sa.select(
-            events.c.id.label("event_id"),
-            events.c.user_id,
-            events.c.coupon_code,
-            events.c.order_id,
-            events.c.occurred_at,
-            coupons.c.id.label("coupon_id"),
-            coupons.c.redeemed_at,
+            ev.c.id.label("event_id"),
+            ev.c.user_id,
+            ev.c.coupon_code,
+            ev.c.order_id,
+            ev.c.occurred_at,
+            cp.c.id.label("coupon_id"),
+            cp.c.redeemed_at,
             refusal.label("refusal"),
             rank.label("use_rank"),
         )
-        .select_from(
-            events.outerjoin(
-                coupons, coupons.c.code_key == normalised_code_sql(events.c.coupon_code)
-            )
-        )
-        .where(*_pending())
+        .select_from(joined)
+        .where(*where)
         .subquery()
     )
     c = candidates.c
@@ -132,7 +160,7 @@ def redeem_coupons(store: Store, *, now: datetime) -> RedemptionReport:
             else_="redeemed",
         ),
     )
-    source = sa.select(
+    return sa.select(
         c.event_id,
         c.user_id,
         sa.func.substr(c.coupon_code, 1, 64),
@@ -140,8 +168,11 @@ def redeem_coupons(store: Store, *, now: datetime) -> RedemptionReport:
         c.order_id,
         outcome,
         c.occurred_at,
-        sa.literal(now, redemptions.c.processed_at.type),
     )
+
+
+def redeem_coupons(store: Store, *, now: datetime) -> RedemptionReport:
+    """Process every purchase with a coupon code not processed yet."""
     columns = [
         "event_id",
         "user_id",
@@ -152,27 +183,41 @@ def redeem_coupons(store: Store, *, now: datetime) -> RedemptionReport:
         "occurred_at",
         "processed_at",
     ]
+    # Only the owner redeems a coupon: the same user, which keeps this per shard.
+    redeemed_by_owner = (
+        redemptions.c.coupon_id == coupons.c.id,
+        redemptions.c.user_id == coupons.c.user_id,
+        redemptions.c.outcome == "redeemed",
+    )
     first_redemption = (
-        sa.select(redemptions.c.occurred_at)
-        .where(redemptions.c.coupon_id == coupons.c.id, redemptions.c.outcome == "redeemed")
-        .scalar_subquery()
+        sa.select(redemptions.c.occurred_at).where(*redeemed_by_owner).scalar_subquery()
     )
     order_of_redemption = (
-        sa.select(redemptions.c.order_id)
-        .where(redemptions.c.coupon_id == coupons.c.id, redemptions.c.outcome == "redeemed")
-        .scalar_subquery()
+        sa.select(redemptions.c.order_id).where(*redeemed_by_owner).scalar_subquery()
     )
     entered = sa.select(normalised_code_sql(events.c.coupon_code)).where(*_pending())
+    shop_currency = store.settings.shop.currency
     with store.begin() as connection:
-        # Judge each code on its settled state: a dispatcher that died between
-        # recording a failed message and voiding its coupon must not leave it live.
-        settle_coupons(connection, now=now, scope=coupons.c.code_key.in_(entered))
+        if users_distributed(connection):
+            source = _classified_on_citus(connection, shop_currency, now)
+        else:
+            # Judge each code on its settled state: a dispatcher that died between
+            # recording a failed message and voiding its coupon must not leave it live.
+            settle_coupons(connection, now=now, scope=coupons.c.code_key.in_(entered))
+            joined = events.outerjoin(
+                coupons, coupons.c.code_key == normalised_code_sql(events.c.coupon_code)
+            )
+            source = _classified(shop_currency, events, coupons, joined, *_pending())
         # RETURNING: exactly this call's rows, even if another call used the same `now`.
-        inserted = connection.execute(
-            sa.insert(redemptions)
-            .from_select(columns, source)
-            .returning(redemptions.c.id, redemptions.c.outcome)
-        ).all()
+        inserted = []
+        if source is not None:
+            inserted = connection.execute(
+                sa.insert(redemptions)
+                .from_select(
+                    columns, source.add_columns(sa.literal(now, redemptions.c.processed_at.type))
+                )
+                .returning(redemptions.c.id, redemptions.c.outcome)
+            ).all()
         connection.execute(
             sa.update(coupons)
             .where(coupons.c.redeemed_at.is_(None), first_redemption.is_not(None))
@@ -186,27 +231,91 @@ def redeem_coupons(store: Store, *, now: datetime) -> RedemptionReport:
     return report
 
 
+def _typed_values(name: str, columns: list[sa.Column], rows: list[tuple]) -> FromClause:
+    """Literal rows as a FROM clause whose columns have the types of `columns` (a VALUES
+    list alone types a column of NULLs as text)."""
+    values = sa.values(*(sa.column(c.name, c.type) for c in columns), name=f"{name}_rows")
+    values = values.data(rows)
+    typed = (sa.cast(values.c[c.name], c.type).label(c.name) for c in columns)
+    return sa.select(*typed).subquery(name)
+
+
+def _classified_on_citus(connection: Connection, shop_currency: str, now: datetime):
+    """`_classified` on a distributed store, or None when no purchase is pending.
+
+    A code entered by one shopper may be another's (`foreign`): a join of events with
+    coupons by code spans shards, which Citus refuses. So: the pending purchases (a
+    per-user query), the owners of their codes from the `coupon_codes` reference
+    table, those coupons settled and read by (owner, code), and the same
+    classification over these rows as literal values.
+    """
+    code_key = normalised_code_sql(events.c.coupon_code).label("code_key")
+    pending = connection.execute(
+        sa.select(*(events.c[name] for name in EVENT_FACTS), code_key).where(*_pending())
+    ).all()
+    if not pending:
+        return None
+    keys = sorted({row.code_key for row in pending})
+    owned = connection.execute(
+        sa.select(codes.c.code_key, codes.c.user_id).where(
+            codes.c.code_key == sa.any_(sa.bindparam(None, keys, type_=ARRAY(sa.Text)))
+        )
+    ).all()
+    found: list = []
+    if owned:
+        owners = sorted({row.user_id for row in owned})
+        scope = sa.and_(
+            coupons.c.user_id == sa.any_(sa.bindparam(None, owners, type_=ARRAY(sa.Text))),
+            coupons.c.code_key
+            == sa.any_(sa.bindparam(None, [row.code_key for row in owned], type_=ARRAY(sa.Text))),
+        )
+        # Judge each code on its settled state (see redeem_coupons).
+        settle_coupons(connection, now=now, scope=scope)
+        found = connection.execute(
+            sa.select(*(coupons.c[name] for name in COUPON_FACTS)).where(scope)
+        ).all()
+    event_columns = [events.c[name] for name in EVENT_FACTS] + [coupons.c.code_key]
+    ev = _typed_values("pending_event", event_columns, [tuple(row) for row in pending])
+    # A row matching nothing when no code names a coupon: VALUES needs one.
+    cp = _typed_values(
+        "named_coupon",
+        [coupons.c[name] for name in COUPON_FACTS],
+        [tuple(row) for row in found] or [(None,) * len(COUPON_FACTS)],
+    )
+    return _classified(shop_currency, ev, cp, ev.outerjoin(cp, cp.c.code_key == ev.c.code_key))
+
+
 def _explain_refusals(connection, refused_ids: set[int], now: datetime, settings) -> list[dict]:
     """Write `detail` for the refused rows of this call; returns them, by event."""
     if not refused_ids:
         return []
+    coupon_facts = (
+        coupons.c.currency.label("coupon_currency"),
+        coupons.c.min_order,
+        coupons.c.expires_at,
+        coupons.c.voided_at,
+        coupons.c.void_reason,
+        coupons.c.redeemed_at,
+        coupons.c.redeemed_order_id,
+    )
+    of_purchase = redemptions.join(
+        events,
+        sa.and_(events.c.id == redemptions.c.event_id, events.c.user_id == redemptions.c.user_id),
+    )
+    # On Citus a refused code may be another shopper's coupon, on another shard: its
+    # facts are read by id afterwards instead of joined.
+    apart = users_distributed(connection)
     facts = (
         sa.select(
             redemptions,
-            coupons.c.currency.label("coupon_currency"),
-            coupons.c.min_order,
-            coupons.c.expires_at,
-            coupons.c.voided_at,
-            coupons.c.void_reason,
-            coupons.c.redeemed_at,
-            coupons.c.redeemed_order_id,
+            *(() if apart else coupon_facts),
             purchase_currency(settings.shop.currency).label("purchase_currency"),
             purchase_amount().label("purchase_amount"),
         )
         .select_from(
-            redemptions.join(events, events.c.id == redemptions.c.event_id).outerjoin(
-                coupons, coupons.c.id == redemptions.c.coupon_id
-            )
+            of_purchase
+            if apart
+            else of_purchase.outerjoin(coupons, coupons.c.id == redemptions.c.coupon_id)
         )
         # This call's rows, found without a list of ids (an import of a shop's own
         # codes can refuse more rows than a statement takes parameters).
@@ -217,12 +326,21 @@ def _explain_refusals(connection, refused_ids: set[int], now: datetime, settings
         )
         .order_by(redemptions.c.event_id)
     )
+    rows = [row._mapping for row in connection.execute(facts) if row.id in refused_ids]
+    if apart:
+        named = sorted({row["coupon_id"] for row in rows if row["coupon_id"] is not None})
+        by_id = {}
+        if named:
+            query = sa.select(coupons.c.id, *coupon_facts).where(
+                coupons.c.id == sa.any_(sa.bindparam(None, named, type_=ARRAY(sa.BigInteger)))
+            )
+            by_id = {row.id: row._mapping for row in connection.execute(query)}
+        blank = dict.fromkeys(column.name for column in coupon_facts)
+        rows = [{**blank, **by_id.get(row["coupon_id"], {}), **row} for row in rows]
     refused = []
-    for row in connection.execute(facts):
-        if row.id not in refused_ids:
-            continue
-        detail = refusal_detail(row._mapping, settings.tz)
-        refused.append({**{k: row._mapping[k] for k in redemptions.c.keys()}, "detail": detail})
+    for row in rows:
+        detail = refusal_detail(row, settings.tz)
+        refused.append({**{k: row[k] for k in redemptions.c.keys()}, "detail": detail})
     if refused:
         connection.execute(
             sa.update(redemptions)

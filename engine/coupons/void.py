@@ -30,9 +30,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import ColumnElement, Connection
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from engine.store import Store
 from engine.store.delivery import Coupon
+from engine.store.distribute import users_distributed
 from engine.store.planning import OutboxAction
 
 coupons = Coupon.__table__
@@ -109,6 +111,8 @@ def settle_coupons(
     Limited to the coupons of `decision_ids` and/or those matching `scope` (a condition
     on the coupons table); with neither, every coupon is settled.
     """
+    if users_distributed(connection):
+        return _settle_on_citus(connection, now=now, decision_ids=decision_ids, scope=scope)
     conditions = []
     if decision_ids is not None:
         if not decision_ids:
@@ -145,6 +149,95 @@ def settle_coupons(
         )
         .values(voided_at=None, void_reason=None)
     ).rowcount
+    return voided, revived
+
+
+def _texts(values: Sequence[str]) -> sa.BindParameter:
+    return sa.bindparam(None, list(values), type_=ARRAY(sa.Text))
+
+
+def _settle_on_citus(
+    connection: Connection,
+    *,
+    now: datetime,
+    decision_ids: Sequence[int] | None,
+    scope: ColumnElement[bool] | None,
+) -> tuple[int, int]:
+    """`settle_coupons` on a distributed store, where the outbox is a coordinator-local
+    table that Citus will not join with the sharded coupons inside an UPDATE.
+
+    The same verdicts in two steps: the coupons in question and, from the outbox alone,
+    which of their decisions went undelivered and why; then one UPDATE per direction
+    over the list of coupon-action keys (their idempotency keys), rechecking the
+    coupon's own state.
+    """
+    held = sa.select(
+        coupons.c.idempotency_key,
+        coupons.c.voided_at,
+        coupons.c.redeemed_at,
+        coupons.c.void_reason,
+    )
+    if decision_ids is not None:
+        if not decision_ids:
+            return 0, 0
+        keys = connection.execute(
+            sa.select(outbox.c.idempotency_key).where(
+                outbox.c.decision_id.in_(sorted(set(decision_ids))), outbox.c.kind == "coupon"
+            )
+        ).scalars()
+        held = held.where(coupons.c.idempotency_key == sa.any_(_texts(sorted(set(keys)))))
+    if scope is not None:
+        held = held.where(scope)
+    rows = connection.execute(held).all()
+    if not rows:
+        return 0, 0
+    action = outbox.alias("coupon_action")
+    failed = dict(
+        connection.execute(
+            sa.select(action.c.idempotency_key, void_reason(action.c.decision_id)).where(
+                action.c.idempotency_key
+                == sa.any_(_texts(sorted({row.idempotency_key for row in rows}))),
+                undelivered(action.c.decision_id),
+            )
+        ).all()
+    )
+    to_void = sorted(
+        (row.idempotency_key, failed[row.idempotency_key])
+        for row in rows
+        if row.voided_at is None and row.redeemed_at is None and row.idempotency_key in failed
+    )
+    to_revive = sorted(
+        row.idempotency_key
+        for row in rows
+        if row.voided_at is not None
+        and (row.void_reason or "").startswith(VOID_PREFIX)
+        and row.idempotency_key not in failed
+    )
+    voided = revived = 0
+    if to_void:
+        voided = connection.execute(
+            sa.text(
+                "UPDATE coupons SET voided_at = :now, void_reason = v.reason "
+                "FROM unnest(CAST(:keys AS text[]), CAST(:reasons AS text[])) v(key, reason) "
+                "WHERE coupons.idempotency_key = v.key "
+                "AND coupons.voided_at IS NULL AND coupons.redeemed_at IS NULL"
+            ).bindparams(sa.bindparam("now", type_=coupons.c.voided_at.type)),
+            {
+                "now": now,
+                "keys": [key for key, _ in to_void],
+                "reasons": [reason for _, reason in to_void],
+            },
+        ).rowcount
+    if to_revive:
+        revived = connection.execute(
+            sa.text(
+                "UPDATE coupons SET voided_at = NULL, void_reason = NULL "
+                "FROM unnest(CAST(:keys AS text[])) v(key) "
+                "WHERE coupons.idempotency_key = v.key AND coupons.voided_at IS NOT NULL "
+                "AND starts_with(coupons.void_reason, :prefix)"
+            ),
+            {"keys": to_revive, "prefix": VOID_PREFIX},
+        ).rowcount
     return voided, revived
 
 

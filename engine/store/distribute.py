@@ -14,10 +14,11 @@ anything, where Citus is absent or the cluster cannot take the outbox.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from engine.errors import NudgeError
 from engine.store.database import Store
@@ -96,8 +97,32 @@ def is_distributed(store: Store) -> bool:
         return citus_installed(connection) and bool(current_placements(connection))
 
 
+# Engine -> whether its `users` table is distributed (see `users_distributed`).
+_USERS_DISTRIBUTED: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
+
+
+def users_distributed(connection: Connection) -> bool:
+    """True when this store's `users` table is a Citus distributed table.
+
+    Asked once per engine and remembered (the statements that differ on a cluster run
+    at every ingest); `distribute` forgets the answer for its store. Never true on
+    SQLite or on a PostgreSQL without Citus.
+    """
+    if connection.dialect.name != "postgresql":
+        return False
+    engine = connection.engine
+    known = _USERS_DISTRIBUTED.get(engine)
+    if known is None:
+        known = citus_installed(connection) and (
+            current_placements(connection).get(ANCHOR_TABLE) == DISTRIBUTED
+        )
+        _USERS_DISTRIBUTED[engine] = known
+    return known
+
+
 def distribute(store: Store) -> Distribution:
     """Place every table as declared; see the module docstring."""
+    _USERS_DISTRIBUTED.pop(store.engine, None)
     _refuse_unless_citus_available(store)
     from engine.store.migrations import ensure_current
 
@@ -123,6 +148,7 @@ def distribute(store: Store) -> Distribution:
         with store.engine.begin() as connection:
             _place(connection, table, wanted)
         result.placed.append((table.name, wanted))
+    _USERS_DISTRIBUTED.pop(store.engine, None)
     return result
 
 

@@ -9,6 +9,7 @@ subquery over events up to T when T is earlier than the newest stored event
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -97,6 +98,32 @@ def profiles_as_of(connection: Connection, as_of: datetime) -> FromClause:
     return profile_aggregates(as_of=as_of).subquery("profiles_as_of")
 
 
+# The key space of the per-user advisory locks taken instead of row locks on Citus.
+_USER_LOCK_SPACE = 0x6E75646765  # "nudge"
+
+
+def lock_users_by_advisory_lock(connection: Connection, ids: Iterable[str]) -> None:
+    """Take a transaction-scoped advisory lock per user id, in sorted id order.
+
+    Stands in for `SELECT ... FOR UPDATE` over many users where Citus refuses it (a
+    multi-shard query): ingest (`refresh_profiles`) and the stage refresh
+    (engine/lifecycle.py `_snapshot_dirty`) both lock this way on a distributed store,
+    so they still exclude each other, and in the same order, so they never deadlock.
+    The locks live on the coordinator, where every Nudge connection is made.
+    """
+    ordered = sorted(set(ids))
+    if not ordered:
+        return
+    connection.execute(
+        sa.text(
+            "SELECT count(pg_advisory_xact_lock(hashtextextended(u.id, :space))) "
+            "FROM (SELECT id, n FROM unnest(CAST(:ids AS text[])) WITH ORDINALITY t(id, n) "
+            "ORDER BY n) u"
+        ),
+        {"ids": ordered, "space": _USER_LOCK_SPACE},
+    )
+
+
 def refresh_profiles(
     connection: Connection, user_ids: sa.ColumnElement | Select | None, now: datetime
 ) -> int:
@@ -117,7 +144,13 @@ def refresh_profiles(
     dirty = users.update().values(stage_dirty=True)
     if user_ids is not None:
         dirty = dirty.where(users.c.id.in_(user_ids))
-        if connection.dialect.name == "postgresql":
+        from engine.store.distribute import users_distributed
+
+        if users_distributed(connection):
+            # Citus refuses a multi-shard FOR UPDATE: advisory locks, same order.
+            ids = connection.execute(sa.select(users.c.id).where(users.c.id.in_(user_ids)))
+            lock_users_by_advisory_lock(connection, ids.scalars())
+        elif connection.dialect.name == "postgresql":
             # Lock in id order, as the stage refresh does, so the two never deadlock.
             connection.execute(
                 sa.select(users.c.id)

@@ -144,3 +144,33 @@ def test_at_most_once_under_concurrent_evaluation(citus_store, tmp_path):
         actions = connection.exec_driver_sql("SELECT count(*) FROM outbox").scalar()
     assert len(decided) == len(ids) and {row[3] for row in decided} == {1}
     assert actions == 2 * len(ids)
+
+
+def test_redemption_of_unknown_codes_on_the_cluster(citus_store, tmp_path):
+    # No rule fires here: this exercises ingest's redemption path (codes resolved
+    # through coupon_codes, refusals explained without a cross-shard join).
+    bought = (T - timedelta(hours=1)).isoformat()
+    ids = [f"u{n:03d}" for n in range(6)]
+    ingest(
+        citus_store,
+        tmp_path,
+        now=T,
+        users=[{"id": u} for u in ids],
+        events=[
+            {
+                "event_id": f"p-{u}",
+                "user": u,
+                "type": "purchase",
+                "at": bought,
+                "amount": 50,
+                "coupon_code": f"NOPE-{u}",
+            }
+            for u in ids
+        ],
+    )
+    with citus_store.engine.connect() as connection:
+        rows = connection.exec_driver_sql(
+            "SELECT outcome, detail FROM coupon_redemptions ORDER BY user_id"
+        ).all()
+    assert [row[0] for row in rows] == ["unknown"] * len(ids)
+    assert rows[0][1] == "no coupon has the code NOPE-u000"
