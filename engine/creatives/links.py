@@ -27,19 +27,25 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content")
 TOKEN_PARAM = "t"
-_SIGNATURE_CHARS = 22  # 132 bits of the HMAC: plenty against forgery, short in an SMS
+SIGNATURE_CHARS = 22  # 132 bits of the HMAC: plenty against forgery, short in an SMS
 
 
 def slug(value: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", str(value).lower()).strip("-")
 
 
-def _b64(data: bytes) -> str:
+def b64url(data: bytes) -> str:
+    """Base64url without padding: what every signed token of Nudge is spelt in."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _unb64(text: str) -> bytes:
+def unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def signature_of(secret: bytes, message: bytes) -> str:
+    """HMAC-SHA256 of `message`, base64url, cut to SIGNATURE_CHARS."""
+    return b64url(hmac.new(secret, message, hashlib.sha256).digest())[:SIGNATURE_CHARS]
 
 
 _HEX = re.compile(r"[0-9a-f]{1,16}")
@@ -54,7 +60,7 @@ def same_signature(expected: str, given: str) -> bool:
 def _signature(secret: bytes, user_id: str, rule_id: str, expires: int) -> str:
     # The rule id is signed too, so a token from one campaign cannot claim another's coupon.
     message = f"{user_id}\n{rule_id}\n{expires}".encode()
-    return _b64(hmac.new(secret, message, hashlib.sha256).digest())[:_SIGNATURE_CHARS]
+    return signature_of(secret, message)
 
 
 def sign_token(secret: bytes, user_id: str, rule_id: str, *, expires_at: datetime) -> str:
@@ -62,7 +68,7 @@ def sign_token(secret: bytes, user_id: str, rule_id: str, *, expires_at: datetim
     links of one rule."""
     expires = int(expires_at.timestamp())
     signature = _signature(secret, user_id, rule_id, expires)
-    return f"{_b64(user_id.encode())}.{expires:x}.{signature}"
+    return f"{b64url(user_id.encode())}.{expires:x}.{signature}"
 
 
 def verify_token(secret: bytes, token: str, rule_id: str, *, now: datetime) -> str | None:
@@ -70,7 +76,7 @@ def verify_token(secret: bytes, token: str, rule_id: str, *, now: datetime) -> s
     malformed, or the expiry-less format of earlier versions)."""
     try:
         encoded, expiry, signature = token.split(".")
-        user_id = _unb64(encoded).decode()
+        user_id = unb64url(encoded).decode()
     except (ValueError, UnicodeDecodeError):
         return None
     if not _HEX.fullmatch(expiry):  # one spelling per token: no "0x", "_", spaces
@@ -83,20 +89,22 @@ def verify_token(secret: bytes, token: str, rule_id: str, *, now: datetime) -> s
 
 # -- message links: /c/<token> of the server, a signed reference to one outbox action
 
+# The key message links are signed with (the environment only): the dispatcher signs,
+# `nudge serve` verifies.
+SERVE_SECRET_ENV = "NUDGE_SERVE_SECRET"
 MESSAGE_LINKS = ("landing", "shop")  # a link's index in the token
 _MESSAGE_LINK = struct.Struct(">QBI")  # outbox action id, link index, expiry (Unix seconds)
 _MESSAGE_DOMAIN = b"nudge-message-link-v1\n"
 
 
 def _message_signature(secret: bytes, payload: str) -> str:
-    digest = hmac.new(secret, _MESSAGE_DOMAIN + payload.encode(), hashlib.sha256).digest()
-    return _b64(digest)[:_SIGNATURE_CHARS]
+    return signature_of(secret, _MESSAGE_DOMAIN + payload.encode())
 
 
 def message_link_token(secret: bytes, action_id: int, link: str, *, expires_at: datetime) -> str:
     """`<18 characters of payload>.<22 of signature>` for link `link` of one action."""
     packed = _MESSAGE_LINK.pack(action_id, MESSAGE_LINKS.index(link), int(expires_at.timestamp()))
-    payload = _b64(packed)
+    payload = b64url(packed)
     return f"{payload}.{_message_signature(secret, payload)}"
 
 
@@ -105,7 +113,7 @@ def read_message_link(secret: bytes, token: str) -> tuple[int, str, int] | None:
     None when it is not one (malformed, forged, tampered). The caller checks expiry."""
     try:
         payload, signature = token.split(".")
-        action_id, index, expires = _MESSAGE_LINK.unpack(_unb64(payload))
+        action_id, index, expires = _MESSAGE_LINK.unpack(unb64url(payload))
         link = MESSAGE_LINKS[index]
     except (ValueError, IndexError, struct.error):
         return None

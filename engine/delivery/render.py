@@ -13,12 +13,11 @@ from datetime import timedelta
 from typing import Any
 
 from engine.creatives import Skipped, build_context, render_creative
-from engine.creatives.links import message_link_token
+from engine.creatives.links import SERVE_SECRET_ENV, message_link_token
 from engine.delivery.context import Contact, DeliveryContext, Outcome, PlannedAction
 from engine.errors import NudgeError
 
 OFFER_KEYS = ("code", "value", "percent_off", "currency", "min_order", "expires_at")
-SERVE_SECRET_ENV = "NUDGE_SERVE_SECRET"
 # Surfaces whose links are tracked; ads and landing pages link on their own.
 TRACKED_SURFACES = ("email_subject", "email_text", "email_html", "sms")
 

@@ -9,9 +9,6 @@ change to it breaks the signature, so a tampered target is refused, never follow
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import html
 import json
 import os
@@ -24,12 +21,17 @@ from starlette.datastructures import MutableHeaders
 from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.creatives.links import same_signature
+from engine.creatives.links import (
+    SERVE_SECRET_ENV,
+    b64url,
+    same_signature,
+    signature_of,
+    unb64url,
+)
 
-SECRET_ENV = "NUDGE_SERVE_SECRET"
+SECRET_ENV = SERVE_SECRET_ENV
 # The secret the email/SMS renderer signs landing-page tokens (`?t=`) with.
 LANDING_SECRET_ENV = "NUDGE_SECRET_KEY"
-_SIGNATURE_CHARS = 22  # 132 bits, as engine/creatives/links.py
 _CLICK_DOMAIN = b"nudge-click-v1\n"
 
 # The pages are self-contained: inline CSS, a data: favicon, forms posting to
@@ -44,14 +46,6 @@ SECURITY_HEADERS = {
     "x-frame-options": "DENY",
     "referrer-policy": "no-referrer",
 }
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def secret_from_env(name: str = SECRET_ENV, environ: dict[str, str] | None = None) -> bytes | None:
@@ -81,8 +75,7 @@ class TokenError(ValueError):
 
 
 def _click_signature(secret: bytes, payload: str) -> str:
-    digest = hmac.new(secret, _CLICK_DOMAIN + payload.encode(), hashlib.sha256).digest()
-    return _b64(digest)[:_SIGNATURE_CHARS]
+    return signature_of(secret, _CLICK_DOMAIN + payload.encode())
 
 
 def sign_click(secret: bytes, token: ClickToken) -> str:
@@ -94,7 +87,7 @@ def sign_click(secret: bytes, token: ClickToken) -> str:
         "url": token.url,
         "e": token.expires_at,
     }
-    payload = _b64(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+    payload = b64url(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
     return f"{payload}.{_click_signature(secret, payload)}"
 
 
@@ -107,7 +100,7 @@ def verify_click(secret: bytes, text: str, *, now: datetime) -> ClickToken:
     if not same_signature(_click_signature(secret, payload), signature):
         raise TokenError("bad signature")
     try:
-        data = json.loads(_unb64(payload))
+        data = json.loads(unb64url(payload))
         token = ClickToken(
             user_id=str(data["u"]),
             rule_id=str(data["r"]),
