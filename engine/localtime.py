@@ -75,3 +75,12 @@ def day_start(day: date, zone: ZoneInfo) -> datetime:
 def day_end(day: date, zone: ZoneInfo) -> datetime:
     """The first instant after a local calendar day: an inclusive end date ends here."""
     return day_start(day + timedelta(days=1), zone)
+
+
+def shop_time_text(value: datetime | None, zone: ZoneInfo) -> str:
+    """An instant as people read it: `2026-11-11 20:00:00+08:00`, the shop's wall clock
+    to the second (microseconds are noise on a screen); an empty string for None. The
+    CLI and the console both print instants through this."""
+    if value is None:
+        return ""
+    return value.astimezone(zone).isoformat(sep=" ", timespec="seconds")

@@ -12,13 +12,9 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from engine.errors import NudgeError
+from engine.localtime import shop_time_text
 
-
-def local_time(value: datetime | None, tz: ZoneInfo) -> str:
-    """`2026-11-11 20:00:00+08:00`; an empty string for None."""
-    if value is None:
-        return ""
-    return value.astimezone(tz).isoformat(sep=" ", timespec="seconds")
+local_time = shop_time_text  # `2026-11-11 20:00:00+08:00`; "" for None
 
 
 def cell(value: object, tz: ZoneInfo) -> str:

@@ -16,6 +16,8 @@ from jinja2 import PackageLoader, StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from starlette.responses import HTMLResponse
 
+from engine.localtime import shop_time_text
+
 NO_STORE = {"cache-control": "no-store"}
 # An instant as engine code writes it with isoformat(): date, T, time, an offset.
 _ISO_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{2}:\d{2}|Z)")
@@ -29,7 +31,7 @@ def local_time(value: Any, zone) -> str:
     if isinstance(value, str) and _ISO_INSTANT.fullmatch(value):
         value = datetime.fromisoformat(value)
     if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.astimezone(zone).isoformat(sep=" ", timespec="seconds")
+        return shop_time_text(value, zone)
     return str(value)
 
 
