@@ -327,16 +327,42 @@ def refresh_stages(
     # stage whose natural instant predates the stay (lapsed_member by an old purchase,
     # registered by the signup) came back: the new stay starts at their first event
     # after the old one began. Indexed by user; evaluated only for those rows.
-    returned_at = (
-        sa.select(sa.func.min(events_table.c.occurred_at))
-        .where(
-            events_table.c.user_id == computed.c.user_id,
-            events_table.c.occurred_at > open_rows.c.entered_at,
-            events_table.c.occurred_at <= at,
+    returns: FromClause | None = None
+    if users_distributed(connection):
+        # Citus refuses a correlated subquery when the FROM clause holds a CTE: the
+        # same instant, pre-aggregated per user over the open churned/lapsed rows (a
+        # join co-located on user_id) and joined to the changes by user.
+        stay = memberships.alias("stay")
+        returns = (
+            sa.select(
+                events_table.c.user_id,
+                sa.func.min(events_table.c.occurred_at).label("returned_at"),
+            )
+            .join(
+                stay,
+                sa.and_(
+                    stay.c.user_id == events_table.c.user_id,
+                    stay.c.exited_at.is_(None),
+                    stay.c.stage.in_(("churned", "lapsed_member")),
+                    events_table.c.occurred_at > stay.c.entered_at,
+                ),
+            )
+            .where(events_table.c.occurred_at <= at)
+            .group_by(events_table.c.user_id)
+            .subquery("returns")
         )
-        .correlate_except(events_table)
-        .scalar_subquery()
-    )
+        returned_at: ColumnElement = returns.c.returned_at
+    else:
+        returned_at = (
+            sa.select(sa.func.min(events_table.c.occurred_at))
+            .where(
+                events_table.c.user_id == computed.c.user_id,
+                events_table.c.occurred_at > open_rows.c.entered_at,
+                events_table.c.occurred_at <= at,
+            )
+            .correlate_except(events_table)
+            .scalar_subquery()
+        )
     entered_at = sa.case(
         (open_rows.c.entered_at.is_(None), natural),
         (natural >= open_rows.c.entered_at, natural),
@@ -357,9 +383,15 @@ def refresh_stages(
             _instant(now),
         )
         .select_from(
-            computed.outerjoin(
-                open_rows,
-                sa.and_(open_rows.c.user_id == computed.c.user_id, open_rows.c.exited_at.is_(None)),
+            _with_returns(
+                computed.outerjoin(
+                    open_rows,
+                    sa.and_(
+                        open_rows.c.user_id == computed.c.user_id, open_rows.c.exited_at.is_(None)
+                    ),
+                ),
+                returns,
+                computed.c.user_id,
             )
         )
         .where(
@@ -417,6 +449,15 @@ def refresh_stages(
             next_crossing=_next_crossing(connection, settings.lifecycle, now),
         )
     return StageRefresh(now=now, entered={stage: n for stage, n in counts}, exited=closed)
+
+
+def _with_returns(
+    joined: FromClause, returns: FromClause | None, user_id: ColumnElement
+) -> FromClause:
+    """`joined`, left-joined with the per-user return instants when there are any."""
+    if returns is None:
+        return joined
+    return joined.outerjoin(returns, returns.c.user_id == user_id)
 
 
 @dataclass

@@ -593,13 +593,21 @@ def _record_decisions(connection, scratch, spec: PlanSpec, run_id: int, at: date
     # What may be decided again (see _not_decided): a suppression other than `unless`
     # turns into a plan, or into an `unless` stop, which is final; a shadow outcome
     # turns into whatever the live rule decides. Nothing else is ever rewritten.
+    # The constants are written into the statement: Citus sends the ON CONFLICT
+    # clause to the shards without its parameters' types ("could not determine data
+    # type of parameter $1").
+    suppressed, unless = _constant("suppressed"), _constant("unless")
+    shadow = _constant("shadow")
     revisable = sa.or_(
         sa.and_(
-            prior.outcome == "suppressed",
-            sa.or_(sa.func.coalesce(prior.reason, "") != "unless", prior.occurrence_key == "once"),
-            sa.or_(new.outcome != "suppressed", new.reason == "unless"),
+            prior.outcome == suppressed,
+            sa.or_(
+                sa.func.coalesce(prior.reason, _constant("")) != unless,
+                prior.occurrence_key == _constant("once"),
+            ),
+            sa.or_(new.outcome != suppressed, new.reason == unless),
         ),
-        sa.and_(prior.outcome == "shadow", new.outcome != "shadow"),
+        sa.and_(prior.outcome == shadow, new.outcome != shadow),
     )
     statement = statement.on_conflict_do_update(
         index_elements=["rule_id", "user_id", "occurrence_key"],
@@ -607,6 +615,11 @@ def _record_decisions(connection, scratch, spec: PlanSpec, run_id: int, at: date
         where=revisable,
     )
     connection.execute(statement)
+
+
+def _constant(value: str) -> sa.ColumnElement[str]:
+    """A string written into the statement as a typed literal, not bound."""
+    return sa.literal(value, sa.String, literal_execute=True)
 
 
 def install_id(connection) -> str:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from engine.delivery.runner import run_dispatcher
+from engine.lifecycle import refresh_stages, stage_history
 from engine.planning.runner import evaluate
 from engine.store.database import create_engine_for
 from engine.store.distribute import current_placements, distribute
@@ -174,3 +175,43 @@ def test_redemption_of_unknown_codes_on_the_cluster(citus_store, tmp_path):
         ).all()
     assert [row[0] for row in rows] == ["unknown"] * len(ids)
     assert rows[0][1] == "no coupon has the code NOPE-u000"
+
+
+def test_a_churned_shopper_who_comes_back_on_the_cluster(citus_store, tmp_path):
+    # The stage refresh's "returned at" instant, computed on a cluster by a join with
+    # per-user first events instead of a correlated subquery: the same history as on
+    # a single PostgreSQL (tests/lifecycle/test_churn.py).
+    day = timedelta(days=1)
+    ingest(
+        citus_store,
+        tmp_path,
+        now=T,
+        users=[{"id": "buyer", "member_since": (T - 700 * day).isoformat()}, {"id": "stay"}],
+        events=[
+            {"user": "buyer", "type": "purchase", "at": (T - 500 * day).isoformat(), "amount": 80},
+            {"user": "stay", "type": "visit", "at": (T - 500 * day).isoformat()},
+        ],
+    )
+    with citus_store.engine.begin() as connection:
+        refresh_stages(connection, citus_store.settings, T)
+    back = T + day
+    ingest(
+        citus_store,
+        tmp_path,
+        now=back,
+        events=[{"user": "buyer", "type": "visit", "at": (back - timedelta(hours=1)).isoformat()}],
+    )
+    with citus_store.engine.begin() as connection:
+        refresh_stages(connection, citus_store.settings, back)
+    with citus_store.engine.connect() as connection:
+        buyer = [
+            (r["stage"], r["entered_at"], r["exited_at"])
+            for r in stage_history(connection, "buyer")
+        ]
+        stay = [(r["stage"], r["exited_at"]) for r in stage_history(connection, "stay")]
+    churned_at = T - 500 * day + 365 * day
+    assert buyer == [
+        ("churned", churned_at, back - timedelta(hours=1)),
+        ("lapsed_member", back - timedelta(hours=1), None),
+    ]
+    assert stay == [("churned", None)]
