@@ -27,6 +27,20 @@ DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REQUIRE_SERVICES = bool(os.environ.get("NUDGE_REQUIRE_SERVICES"))
 
 
+# Headless Debian chromium for the browser tests: no sandbox (root in CI), no network of
+# its own, so a page's requests are only the ones the test serves.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
 def service_missing(reason: str) -> None:
     """Skip locally, fail in CI: a missing service must never turn CI green."""
     if REQUIRE_SERVICES:

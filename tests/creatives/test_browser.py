@@ -12,23 +12,13 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import service_missing
+from conftest import CHROMIUM_ARGS, service_missing
 from creative_helpers import NOW, REPO, project
 
 from engine.creatives.landing import build_landing_site
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts" / "landing"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture

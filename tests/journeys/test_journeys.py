@@ -8,14 +8,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import service_missing
+from conftest import CHROMIUM_ARGS, service_missing
 
 from engine.journeys import load_journeys, render_html, render_text
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "journeys"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run"]
 HOSTILE = '<script>alert("x")</script> & 欢迎'
 
 # An abandoned-cart sequence (two follow-ups of one rule, one of them followed again),

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from conftest import make_settings, service_missing
+from conftest import CHROMIUM_ARGS, make_settings, service_missing
 from typer.testing import CliRunner
 
 from cli import app
@@ -37,16 +37,6 @@ from tests.planning.helpers import ingest, ruleset_for, write_rule
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "report"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PHONE = {"width": 390, "height": 844}
 T = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
 SENT = T + timedelta(hours=1)

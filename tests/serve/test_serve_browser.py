@@ -20,7 +20,7 @@ from email import message_from_bytes, policy
 
 import pytest
 import sqlalchemy as sa
-from conftest import make_settings, service_missing
+from conftest import CHROMIUM_ARGS, make_settings, service_missing
 from serve_helpers import (
     LANDING_SECRET,
     SERVE_SECRET,
@@ -40,16 +40,6 @@ from engine.store.delivery import Coupon
 from engine.store.people import User
 from tests.delivery.sinks import SmtpSink
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 NOW = T0 + timedelta(hours=1)
 
 
