@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jinja2 import PackageLoader, StrictUndefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
 from engine.journeys.graph import JourneyMap
+from engine.pages import page_environment
 
 TEMPLATE = "journeys.html.jinja"
 
@@ -26,7 +24,7 @@ def render_html(journeys: JourneyMap, title: str = "Journeys") -> str:
         for name, members in journeys.groups.items()
     ]
     return (
-        _environment()
+        page_environment("engine.journeys")
         .get_template(TEMPLATE)
         .render(
             title=title,
@@ -65,14 +63,3 @@ def summary(journeys: JourneyMap) -> str:
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
-def _environment() -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
-        loader=PackageLoader("engine.journeys", "templates"),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )

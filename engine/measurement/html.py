@@ -23,7 +23,6 @@ and time zone.
 
 from __future__ import annotations
 
-import functools
 import os
 import tempfile
 from dataclasses import dataclass
@@ -35,8 +34,6 @@ from typing import Any
 import sqlalchemy as sa
 from babel.dates import format_date, format_datetime, format_skeleton
 from babel.numbers import format_compact_currency, format_currency, format_decimal, format_percent
-from jinja2 import PackageLoader, StrictUndefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 from sqlalchemy import Connection
 
@@ -44,6 +41,7 @@ from engine.durations import format_duration
 from engine.measurement import charts
 from engine.measurement.kpis import months_between
 from engine.measurement.report import ALL_VARIANTS, CONTROL, Group, Report, RuleReport
+from engine.pages import page_environment
 from engine.store.people import Event
 from engine.store.types import UTCDateTime
 
@@ -229,7 +227,7 @@ def render_html_report(report: Report, kpis: dict[str, Any] | None, settings) ->
         ],
         "shop_kpis": None if kpis is None else _shop(kpis, numbers),
     }
-    return _environment().get_template(TEMPLATE).render(context)
+    return page_environment("engine.measurement").get_template(TEMPLATE).render(context)
 
 
 def write_html_report(store, report: Report, path: str | os.PathLike[str]) -> Path:
@@ -254,18 +252,6 @@ def write_html_report(store, report: Report, path: str | os.PathLike[str]) -> Pa
         Path(temporary).unlink(missing_ok=True)
         raise
     return target
-
-
-@functools.cache
-def _environment() -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
-        loader=PackageLoader("engine.measurement", "templates"),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
 
 
 def _rule(rule: RuleReport, index: int, n: Numbers, level: str) -> dict[str, Any]:

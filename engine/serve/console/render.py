@@ -7,16 +7,14 @@ event fields and error messages are data, never markup. Responses are never cach
 
 from __future__ import annotations
 
-import functools
 import re
 from datetime import datetime
 from typing import Any
 
-from jinja2 import PackageLoader, StrictUndefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from starlette.responses import HTMLResponse
 
 from engine.localtime import shop_time_text
+from engine.pages import page_environment
 
 NO_STORE = {"cache-control": "no-store"}
 # An instant as engine code writes it with isoformat(): date, T, time, an offset.
@@ -47,17 +45,6 @@ def localise(data: Any, zone) -> Any:
     return data
 
 
-@functools.cache
-def _environment() -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
-        loader=PackageLoader("engine.serve.console", "templates"),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
 class Pages:
     """Renders console templates for one shop (its name and zone head every page)."""
 
@@ -72,7 +59,8 @@ class Pages:
         }
 
     def page(self, template: str, context: dict[str, Any], *, status: int = 200) -> HTMLResponse:
-        text = _environment().get_template(template).render({**self.defaults, **context})
+        environment = page_environment("engine.serve.console", keep_trailing_newline=False)
+        text = environment.get_template(template).render({**self.defaults, **context})
         return HTMLResponse(text, status_code=status, headers=NO_STORE)
 
     def notice(
