@@ -39,8 +39,8 @@ from sqlalchemy import Connection
 
 from engine.durations import format_duration
 from engine.measurement import charts
+from engine.measurement.groups import ALL_VARIANTS, CONTROL, Group, Report, RuleReport
 from engine.measurement.kpis import months_between
-from engine.measurement.report import ALL_VARIANTS, CONTROL, Group, Report, RuleReport
 from engine.pages import page_environment
 from engine.store.people import Event
 from engine.store.types import UTCDateTime

@@ -27,8 +27,9 @@ from typer.testing import CliRunner
 from cli import app
 from engine.config import load_settings
 from engine.delivery.runner import run_dispatcher
+from engine.measurement.groups import Group, Report, RuleReport, measure
 from engine.measurement.html import render_html_report, trend_buckets
-from engine.measurement.report import Group, Report, RuleReport, _measure, build_report
+from engine.measurement.report import build_report
 from engine.planning.runner import evaluate
 from engine.store import Store
 from engine.store.planning import Decision
@@ -229,11 +230,11 @@ def test_names_and_descriptions_are_escaped_in_the_page_and_in_the_charts(tmp_pa
     rule.treated.add(variant)
     rule.control = Group("control", audience=40, recipients=40, conversions=4, orders=4)
     rule.control.revenue, rule.control.revenue_sq = Decimal("400"), 4 * 100.0**2
-    _measure(rule.treated, rule.control, 0.05)
+    measure(rule.treated, rule.control, 0.05)
     alone = RuleReport(rule="no-holdout", window=timedelta(days=7))
     alone.variants = [Group("treated", audience=9, recipients=9, conversions=3, orders=3)]
     alone.treated = alone.variants[0]
-    _measure(alone.treated, alone.control, 0.05)
+    measure(alone.treated, alone.control, 0.05)
     report = Report(since=T - DAY, until=T, currency="CNY", rules=[rule, alone])
 
     html = render_html_report(report, None, settings)
