@@ -117,8 +117,10 @@ class _RuleFile:
     @property
     def trigger_kind(self) -> str:
         from engine.rules.models import TRIGGER_KINDS
+        from engine.trigger_kinds import plugin_trigger_kinds
 
-        given = [kind for kind in TRIGGER_KINDS if self.trigger.get(kind) is not None]
+        kinds = (*TRIGGER_KINDS, *plugin_trigger_kinds())
+        given = [kind for kind in kinds if self.trigger.get(kind) is not None]
         # Unknown (a broken trigger): the event catalog is the widest, so no condition
         # gets an error that is only a consequence of the trigger's.
         return given[0] if len(given) == 1 else "event"

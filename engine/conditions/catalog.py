@@ -139,9 +139,12 @@ class Catalog:
     ) -> Catalog:
         """The catalog of a rule triggered by `kind` (stage, event, schedule, after).
 
-        `segment` is the catalog of named segments: like a schedule, no event fields.
+        `segment` is the catalog of named segments: like a schedule, no event fields;
+        so is a plugin's trigger kind (its occurrences carry no event).
         """
-        if kind not in TRIGGER_KINDS:
+        from engine.trigger_kinds import plugin_trigger_kinds
+
+        if kind not in TRIGGER_KINDS and kind not in plugin_trigger_kinds():
             raise ValueError(f"unknown trigger kind {kind!r}; expected one of {TRIGGER_KINDS}")
         stage = FieldSpec(
             "stage",

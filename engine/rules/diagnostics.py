@@ -76,7 +76,9 @@ def _message(
     if kind == "extra_forbidden":
         key = loc[-1]
         owner = _model_at(model, loc[:-1])
-        choices = list(owner.model_fields) if owner is not None else []
+        choices = [] if owner is None else list(owner.model_fields)
+        if owner is not None and hasattr(owner, "accepted_keys"):
+            choices = owner.accepted_keys()
         return f"unknown key {key!r}" + did_you_mean(str(key), choices)
     if kind == "missing":
         where = ".".join(str(part) for part in prefix + path)

@@ -23,11 +23,14 @@ from pydantic import (
     PlainSerializer,
     Strict,
     StringConstraints,
+    ValidationError,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
 from engine.durations import format_duration, parse_duration
 from engine.errors import Diagnostic, Location
@@ -38,6 +41,8 @@ SLUG_PATTERN = r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$"
 DURATION_PATTERN = r"^(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?$"
 CLOCK_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 TRIGGER_KINDS = ("stage", "event", "schedule", "after")
+# Every key of a trigger that is not a plugin's kind.
+BUILT_IN_KEYS = (*TRIGGER_KINDS, "where", "wait")
 
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN, max_length=64)]
 
@@ -102,20 +107,29 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
 
-class Trigger(_Model):
-    """What makes the rule consider a user: exactly one of stage, event, schedule, after."""
+def _trigger_schema(schema: dict[str, Any]) -> None:
+    """The trigger's JSON Schema with the plugin kinds registered now (rule.schema.json
+    is written by `nudge init` / `nudge schema` in the shop's own environment)."""
+    from engine.trigger_kinds import describe_plugin_kind, plugin_trigger_kinds
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "oneOf": [{"required": [kind]} for kind in TRIGGER_KINDS],
-            "examples": [
-                {"stage": "lapsed_member"},
-                {"event": "purchase", "where": "event.amount >= 100"},
-                {"schedule": "0 10 * * MON"},
-                {"after": "first-purchase-thanks", "wait": "3d"},
-            ],
-        }
-    )
+    plugins = plugin_trigger_kinds()
+    properties = schema.setdefault("properties", {})
+    for kind in plugins:
+        properties[kind] = {"type": ["string", "number"], "description": describe_plugin_kind(kind)}
+    schema["oneOf"] = [{"required": [kind]} for kind in (*TRIGGER_KINDS, *plugins)]
+    schema["examples"] = [
+        {"stage": "lapsed_member"},
+        {"event": "purchase", "where": "event.amount >= 100"},
+        {"schedule": "0 10 * * MON"},
+        {"after": "first-purchase-thanks", "wait": "3d"},
+    ]
+
+
+class Trigger(_Model):
+    """What makes the rule consider a user: exactly one of stage, event, schedule, after,
+    or a trigger kind a plugin registers (`cart_abandoned: 1h`, docs/plugins.md)."""
+
+    model_config = ConfigDict(json_schema_extra=_trigger_schema)
 
     stage: str | None = Field(
         default=None, description="Fires once each time a user enters this lifecycle stage."
@@ -137,6 +151,46 @@ class Trigger(_Model):
         default=None, description="Follows up another rule's actions (its id) after `wait`."
     )
     wait: Duration | None = Field(default=None, description="With `after`: how long to wait.")
+    # A plugin's kind and its value, e.g. ("cart_abandoned", "1h"): a rule file writes
+    # them as one key (`cart_abandoned: 1h`), moved here by `_plugin_kind` below.
+    plugin_kind: SkipJsonSchema[str | None] = Field(default=None, exclude=True)
+    plugin_value: SkipJsonSchema[str | None] = Field(default=None, exclude=True)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _plugin_kind(cls, data: Any, handler):
+        """A key naming a registered plugin trigger kind becomes (plugin_kind,
+        plugin_value); every other key is validated as before, so an unknown key is
+        still an error at its own line, with "did you mean" over every kind."""
+        if not isinstance(data, dict) or all(key in BUILT_IN_KEYS for key in data):
+            return handler(data)  # the common case: the plugin registry is not read
+        from engine.trigger_kinds import plugin_trigger_kinds, validate_plugin_value
+
+        plugins = [
+            key for key in data if key not in BUILT_IN_KEYS and key in plugin_trigger_kinds()
+        ]
+        if len(plugins) > 1:
+            raise ValueError(f"a trigger needs exactly one kind (got {', '.join(plugins)})")
+        # The internal fields are not rule-file keys: renamed, they are unknown keys.
+        rest = {
+            (f"{key}?" if key in ("plugin_kind", "plugin_value") else key): value
+            for key, value in data.items()
+            if key not in plugins
+        }
+        if not plugins:
+            return handler(rest)
+        kind = plugins[0]
+        model = handler({**rest, "plugin_kind": kind})
+        try:
+            value = validate_plugin_value(kind, data[kind])
+        except ValueError as exc:
+            error = PydanticCustomError(
+                "value_error", "Value error, {reason}", {"reason": str(exc)}
+            )
+            raise ValidationError.from_exception_data(
+                cls.__name__, [{"type": error, "loc": (kind,), "input": data[kind]}]
+            ) from None
+        return model.model_copy(update={"plugin_value": value})
 
     @field_validator("stage")
     @classmethod
@@ -171,24 +225,38 @@ class Trigger(_Model):
     @model_validator(mode="after")
     def _exactly_one(self) -> Trigger:
         given = [kind for kind in TRIGGER_KINDS if getattr(self, kind) is not None]
+        if self.plugin_kind is not None:
+            given.append(self.plugin_kind)
         if len(given) != 1:
             found = f"got {', '.join(given)}" if given else "got none"
-            raise ValueError(
-                f"a trigger needs exactly one of stage, event, schedule, after ({found})"
-            )
+            from engine.trigger_kinds import plugin_trigger_kinds
+
+            kinds = ", ".join((*TRIGGER_KINDS, *plugin_trigger_kinds()))
+            raise ValueError(f"a trigger needs exactly one of {kinds} ({found})")
         if self.after is not None and self.wait is None:
             raise ValueError("an `after` trigger needs 'wait' (for example wait: 3d)")
         return self
 
     @property
     def kind(self) -> str:
-        """stage | event | schedule | after."""
+        """stage | event | schedule | after | a plugin's kind."""
+        if self.plugin_kind is not None:
+            return self.plugin_kind
         return next(kind for kind in TRIGGER_KINDS if getattr(self, kind) is not None)
 
     @property
     def value(self) -> str:
-        """The stage, event type, cron expression or followed rule id."""
+        """The stage, event type, cron expression, followed rule id or plugin value."""
+        if self.plugin_kind is not None:
+            return self.plugin_value or ""
         return getattr(self, self.kind)
+
+    @classmethod
+    def accepted_keys(cls) -> list[str]:
+        """The keys a rule file may write here ("did you mean" choices)."""
+        from engine.trigger_kinds import plugin_trigger_kinds
+
+        return [*BUILT_IN_KEYS, *plugin_trigger_kinds()]
 
 
 def validate_cron(expression: str) -> None:

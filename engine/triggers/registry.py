@@ -1,39 +1,16 @@
-"""The trigger kinds by name, read from the `nudge.triggers` entry points.
+"""Running a rule's trigger: its kind, looked up by name, gives the occurrences at T.
 
-Each entry point loads a TriggerKind (engine.triggers.base): anything with a `name`
-equal to the entry point's, `occurrences(spec, ctx)` and `slot(spec, ctx)`, and
-optionally `missed(spec, ctx)`. Nudge's own are its modules (`stage =
-"engine.triggers.stage"` in pyproject.toml). Rule files can only name the built-in
-four so far (engine.rules.models.Trigger); a plugin kind is reachable from code.
+The registry itself (the `nudge.triggers` entry points) is engine/trigger_kinds.py,
+below the rule models, which need the kinds' names to read a rule file. Nudge's own
+kinds are its modules (`stage = "engine.triggers.stage"` in pyproject.toml).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 
-from engine.plugins import PluginRegistry
-from engine.triggers.base import TriggerContext, TriggerKind, TriggerSpec
-
-GROUP = "nudge.triggers"
-
-
-def check_trigger_kind(entry_name: str, loaded: Any) -> TriggerKind:
-    """What an entry point of `nudge.triggers` must load."""
-    needed = ("occurrences", "slot")
-    missing = [attr for attr in needed if not callable(getattr(loaded, attr, None))]
-    if missing:
-        raise TypeError(f"a trigger kind needs callables {', '.join(missing)}(spec, ctx)")
-    name = getattr(loaded, "name", None)
-    if name != entry_name:
-        raise ValueError(f"the kind is named {name!r}, the entry point {entry_name!r}")
-    return loaded
-
-
-TRIGGER_KINDS: PluginRegistry[TriggerKind] = PluginRegistry(
-    GROUP, "trigger kind", check=check_trigger_kind
-)
+from engine.trigger_kinds import TRIGGER_KINDS
+from engine.triggers.base import TriggerContext, TriggerSpec
 
 
 def occurrences_for(spec: TriggerSpec, ctx: TriggerContext) -> sa.Select | None:
