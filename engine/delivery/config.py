@@ -82,11 +82,16 @@ REQUIRED = ("consent",)
 
 def check_policy_names(names: Sequence[str]) -> None:
     """Raise ValueError (shown under the key `delivery.policies`) for a bad list."""
-    for name in names:
-        if name not in DEFAULT_ORDER:
-            close = difflib.get_close_matches(name, list(DEFAULT_ORDER), n=1)
+    # Nudge's four, then the ones plugins register (engine.delivery.policy_kinds).
+    from engine.delivery.policy_kinds import POLICY_FACTORIES
+
+    unknown = [name for name in names if name not in DEFAULT_ORDER]
+    registered = [*DEFAULT_ORDER, *sorted(set(POLICY_FACTORIES) - set(DEFAULT_ORDER))]
+    for name in unknown:
+        if name not in registered:
+            close = difflib.get_close_matches(name, registered, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            known = ", ".join(DEFAULT_ORDER)
+            known = ", ".join(registered)
             raise ValueError(f"unknown delivery policy {name!r}{hint}; known: {known}")
     repeated = sorted({name for name in names if list(names).count(name) > 1})
     if repeated:

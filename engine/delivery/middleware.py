@@ -10,12 +10,13 @@ this order about each action; the first that answers (skip or defer) decides, so
 order decides which reason an action gets and whether it used up a cap slot on the
 way (docs/delivery.md, "Policies"). The default order is the one engine/delivery/
 policy.py argues for; a shop may reorder or leave out any policy but consent, which
-is the law, not a preference.
+is the law, not a preference. A plugin adds a policy under its own name through the
+`nudge.policies` entry points (engine/delivery/policy_kinds.py, docs/plugins.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from engine.delivery.config import DEFAULT_ORDER, check_policy_names
@@ -25,34 +26,40 @@ from engine.delivery.policy import (
     FrequencyCapPolicy,
     SendWindowPolicy,
 )
+from engine.delivery.policy_kinds import build_policy
 
 if TYPE_CHECKING:
     from engine.delivery.config import DeliveryConfig
 
 
-def _rule_policy(rules) -> DeliveryPolicy:
+# The factories of Nudge's own policies, registered as `nudge.policies` entry points in
+# pyproject.toml exactly like a plugin's (engine/delivery/policy_kinds.py). The names,
+# their default order and the check of a configured list are in engine/delivery/
+# config.py, which validates nudge.toml.
+def consent(rules) -> DeliveryPolicy:
+    return ConsentPolicy()
+
+
+def rule(rules) -> DeliveryPolicy:
     # Imported on use: the rule policy pulls in rule loading and planning.
     from engine.delivery.rule_policy import RulePolicy
 
     return RulePolicy(rules)
 
 
-# name -> build(rules): a fresh policy per claimed batch (policies keep per-batch state).
-# The names, their default order and the check of a configured list are in
-# engine/delivery/config.py, which validates nudge.toml: the same names as here.
-POLICIES: dict[str, Callable[..., DeliveryPolicy]] = {
-    "consent": lambda rules: ConsentPolicy(),
-    "rule": _rule_policy,
-    "send_window": lambda rules: SendWindowPolicy(),
-    "caps": lambda rules: FrequencyCapPolicy(),
-}
+def send_window(rules) -> DeliveryPolicy:
+    return SendWindowPolicy()
+
+
+def caps(rules) -> DeliveryPolicy:
+    return FrequencyCapPolicy()
 
 
 def build_policies(names: Sequence[str] = DEFAULT_ORDER, rules=None) -> list[DeliveryPolicy]:
     """The policies of one claimed batch, in `names` order; `rules` as RulePolicy takes
     them (a RuleSet, a callable returning one, or None to load the rule files)."""
     check_policy_names(names)
-    return [POLICIES[name](rules) for name in names]
+    return [build_policy(name, rules) for name in names]
 
 
 def configured_policies(config: DeliveryConfig, rules=None) -> list[DeliveryPolicy]:

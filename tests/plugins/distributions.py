@@ -18,9 +18,10 @@ from pathlib import Path
 
 from engine.action_kinds import ACTION_KINDS
 from engine.delivery.channels import CHANNEL_FACTORIES
+from engine.delivery.policy_kinds import POLICY_FACTORIES
 from engine.triggers.registry import TRIGGER_KINDS
 
-REGISTRIES = (ACTION_KINDS, TRIGGER_KINDS, CHANNEL_FACTORIES)
+REGISTRIES = (ACTION_KINDS, TRIGGER_KINDS, CHANNEL_FACTORIES, POLICY_FACTORIES)
 
 
 def install(site: Path, project: Path) -> Path:
