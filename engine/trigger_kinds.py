@@ -20,7 +20,7 @@ from typing import Any
 from engine.plugins import PluginRegistry
 
 GROUP = "nudge.triggers"
-# The kinds whose rule-file syntax is Nudge's own (engine.rules.models.Trigger).
+# The kinds whose rule-file syntax is Nudge's own (engine.rules.trigger.Trigger).
 BUILT_IN = ("stage", "event", "schedule", "after")
 
 

@@ -116,7 +116,7 @@ class _RuleFile:
 
     @property
     def trigger_kind(self) -> str:
-        from engine.rules.models import TRIGGER_KINDS
+        from engine.rules.trigger import TRIGGER_KINDS
         from engine.trigger_kinds import plugin_trigger_kinds
 
         kinds = (*TRIGGER_KINDS, *plugin_trigger_kinds())
@@ -143,7 +143,7 @@ class _RuleFile:
 
     def follow_up_problems(self, ids: list[str]) -> list[Diagnostic]:
         """The loader's `after` checks, which it skips for a file with schema errors."""
-        from engine.rules.models import did_you_mean
+        from engine.rules.fields import did_you_mean
 
         target = self.trigger.get("after")
         if not isinstance(target, str) or self.trigger_kind != "after":
@@ -162,7 +162,7 @@ class _RuleFile:
         import re
 
         from engine.creatives.uses import CreativeUse
-        from engine.rules.models import SLUG_PATTERN
+        from engine.rules.fields import SLUG_PATTERN
 
         actions = self.document.data.get("actions")
         uses = []

@@ -205,7 +205,7 @@ def _unknown_event_types(
     custom types), but the rule would never act. With nothing to compare with (no
     event ingested, no [events] known) there is no warning.
     """
-    from engine.rules.models import did_you_mean
+    from engine.rules.fields import did_you_mean
 
     if not used:
         return []

@@ -34,7 +34,7 @@ from engine.consent import refusal_sql
 from engine.errors import NotFoundError, NudgeError
 from engine.measurement.attribution import Windows, conversions_query, rule_windows
 from engine.measurement.report import DEFAULT_PERIOD
-from engine.rules.models import did_you_mean
+from engine.rules.fields import did_you_mean
 from engine.store import Store
 from engine.store.people import User
 from engine.store.planning import Decision

@@ -51,7 +51,7 @@ from engine.measurement.groups import (
 )
 from engine.measurement.report_queries import action_rows, coupon_rows, decision_rows, require_rules
 from engine.measurement.report_text import render_report
-from engine.rules.models import did_you_mean
+from engine.rules.fields import did_you_mean
 
 __all__ = ["Report", "build_report", "render_report", "send_costs"]
 

@@ -16,7 +16,7 @@ from engine.measurement.attribution import (
     first_sent,
     sql_instant,
 )
-from engine.rules.models import did_you_mean
+from engine.rules.fields import did_you_mean
 from engine.store.delivery import Coupon, CouponRedemption
 from engine.store.people import Event
 from engine.store.planning import Decision, OutboxAction

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from engine.errors import Diagnostic
-from engine.rules.models import CLOCK_PATTERN, SLUG_PATTERN, did_you_mean
+from engine.rules.fields import CLOCK_PATTERN, SLUG_PATTERN, did_you_mean
 from engine.rules.yaml_source import YamlDocument, YamlPath
 
 

@@ -18,8 +18,9 @@ from pydantic import ValidationError
 from engine.action_kinds import ACTION_KINDS, UnknownActionKindError, get_action_kind
 from engine.errors import Diagnostic, LocatedError, Location
 from engine.rules.diagnostics import validation_diagnostics
+from engine.rules.fields import SLUG_PATTERN, did_you_mean
 from engine.rules.located_text import LocatedText
-from engine.rules.models import SLUG_PATTERN, Rule, RuleFile, did_you_mean
+from engine.rules.models import Rule, RuleFile
 from engine.rules.segments import SEGMENT_FILES, load_segments
 from engine.rules.yaml_source import YamlDocument, YamlPath, parse_yaml, split_lines
 

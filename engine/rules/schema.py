@@ -13,7 +13,8 @@ import json
 from typing import Any
 
 from engine.action_kinds import ACTION_KINDS
-from engine.rules.models import RuleFile, stage_names
+from engine.rules.fields import stage_names
+from engine.rules.models import RuleFile
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_FILE = "rule.schema.json"

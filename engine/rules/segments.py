@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 
 from engine.errors import Diagnostic, LocatedError, Location
+from engine.rules.fields import SLUG_PATTERN
 from engine.rules.located_text import LocatedText
-from engine.rules.models import SLUG_PATTERN
 from engine.rules.yaml_source import parse_yaml
 
 SEGMENT_FILES = ("segments.yaml", "segments.yml")
