@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from engine.commands.common import JsonFlag, sub_app
+from engine.commands.common import JsonFlag, SinceOption, sub_app
 from engine.presentation import progress
 from engine.presentation.output import echo, fail, plural, print_json, warn
 from engine.presentation.stores import open_project_store
@@ -130,14 +130,7 @@ def audiences_export(
 def audiences_export_converters(
     rule: Annotated[str, typer.Argument(help="Rule id (its file name without .yaml).")],
     format: Annotated[str, typer.Option("--format", help="google, meta or csv.")] = "csv",
-    since: Annotated[
-        str | None,
-        typer.Option(
-            "--since",
-            help="Decisions from this instant (ISO 8601; shop time zone when no offset). "
-            "Default: 30 days before --until.",
-        ),
-    ] = None,
+    since: SinceOption = None,
     until: Annotated[
         str | None,
         typer.Option(

@@ -19,6 +19,15 @@ KpiAtOption = Annotated[
     str | None,
     typer.Option("--at", help="Instant T, ISO 8601 (shop time zone when no offset). Default: now."),
 ]
+# `nudge report` and `audiences export-converters` measure the same period.
+SinceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        help="Decisions from this instant (ISO 8601; shop time zone when no offset). "
+        "Default: 30 days before --until.",
+    ),
+]
 DeliveryAt = Annotated[
     str | None, typer.Option("--at", help="Act as of this instant (ISO 8601; default: now).")
 ]

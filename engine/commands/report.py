@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from engine.commands.common import JsonFlag
+from engine.commands.common import JsonFlag, SinceOption
 from engine.presentation import progress
 from engine.presentation.output import echo, print_json
 from engine.presentation.stores import open_project_store
@@ -15,14 +15,7 @@ from engine.presentation.times import parse_instant_option
 
 
 def report(
-    since: Annotated[
-        str | None,
-        typer.Option(
-            "--since",
-            help="Decisions from this instant (ISO 8601; shop time zone when no offset). "
-            "Default: 30 days before --until.",
-        ),
-    ] = None,
+    since: SinceOption = None,
     until: Annotated[
         str | None,
         typer.Option(

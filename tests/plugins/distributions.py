@@ -78,3 +78,26 @@ def write_project(folder: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         (folder / name).write_text(text, encoding="utf-8")
     return folder
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
+
+
+def files_in_docs(marker: str) -> dict[str, str]:
+    """The files docs/plugins.md shows, each in the code block after `<!-- marker: NAME -->`."""
+    text = DOCS.read_text(encoding="utf-8")
+    pattern = rf"<!-- {re.escape(marker)}: (\S+) -->\n```\w*\n(.*?)```"
+    return dict(re.findall(pattern, text, flags=re.S))
+
+
+@contextmanager
+def installed_from_docs(tmp_path: Path, marker: str, files: set[str]) -> Iterator[None]:
+    """The distribution docs/plugins.md shows under `marker` (exactly `files`), built and
+    installed onto a temporary sys.path entry for the duration."""
+    shown = files_in_docs(marker)
+    assert set(shown) == files, f"docs/plugins.md shows {sorted(shown)} under {marker!r}"
+    name = tomllib.loads(shown["pyproject.toml"])["project"]["name"]
+    install(tmp_path / "site", write_project(tmp_path / name, shown))
+    modules = tuple(file.removesuffix(".py") for file in files if file.endswith(".py"))
+    with on_sys_path(tmp_path / "site", modules=modules):
+        yield

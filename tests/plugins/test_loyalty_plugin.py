@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -24,9 +23,8 @@ from engine.store.planning import OutboxAction
 from tests.conftest import make_settings
 from tests.delivery.sinks import HttpSink
 from tests.planning.helpers import ingest, ruleset_for, write_rule
-from tests.plugins.distributions import install, on_sys_path, write_project
+from tests.plugins.distributions import installed_from_docs
 
-REPO = Path(__file__).resolve().parents[2]
 T = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
 SHOP = {"name": "Test Shop", "timezone": "Asia/Shanghai", "currency": "CNY"}
 RULE = """\
@@ -36,21 +34,10 @@ actions:
 """
 
 
-def plugin_files() -> dict[str, str]:
-    """The files docs/plugins.md shows, each after its `<!-- plugin-file: NAME -->`."""
-    text = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"<!-- plugin-file: (\S+) -->\n```\w*\n(.*?)```", text, flags=re.S)
-    files = dict(blocks)
-    assert set(files) == {"pyproject.toml", "nudge_loyalty.py"}
-    return files
-
-
 @pytest.fixture
 def loyalty_plugin(tmp_path):
     """nudge-loyalty, built from the docs and installed onto a temporary sys.path entry."""
-    source = write_project(tmp_path / "nudge-loyalty", plugin_files())
-    install(tmp_path / "site", source)
-    with on_sys_path(tmp_path / "site", modules=("nudge_loyalty",)):
+    with installed_from_docs(tmp_path, "plugin-file", {"pyproject.toml", "nudge_loyalty.py"}):
         yield
 
 

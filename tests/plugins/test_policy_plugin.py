@@ -4,9 +4,7 @@ the project's PAUSE file exists every action waits (deferred, never dropped)."""
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -21,9 +19,8 @@ from engine.store.people import UserTag
 from engine.store.planning import OutboxAction
 from tests.conftest import make_settings
 from tests.planning.helpers import ingest, ruleset_for, write_rule
-from tests.plugins.distributions import install, on_sys_path, write_project
+from tests.plugins.distributions import installed_from_docs
 
-REPO = Path(__file__).resolve().parents[2]
 T = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
 SHOP = {"name": "Test Shop", "timezone": "Asia/Shanghai", "currency": "CNY"}
 ORDER = ["consent", "pause", "rule", "send_window", "caps"]
@@ -34,19 +31,9 @@ actions:
 """
 
 
-def plugin_files() -> dict[str, str]:
-    text = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
-    pattern = r"<!-- policy-plugin-file: (\S+) -->\n```\w*\n(.*?)```"
-    files = dict(re.findall(pattern, text, flags=re.S))
-    assert set(files) == {"pyproject.toml", "nudge_pause.py"}
-    return files
-
-
 @pytest.fixture
 def pause_plugin(tmp_path):
-    source = write_project(tmp_path / "nudge-pause", plugin_files())
-    install(tmp_path / "site", source)
-    with on_sys_path(tmp_path / "site", modules=("nudge_pause",)):
+    with installed_from_docs(tmp_path, "policy-plugin-file", {"pyproject.toml", "nudge_pause.py"}):
         yield
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -21,9 +20,8 @@ from engine.store.planning import Decision
 from engine.trigger_kinds import TRIGGER_KINDS
 from tests.conftest import make_settings
 from tests.planning.helpers import ingest, ruleset_for, write_rule
-from tests.plugins.distributions import install, on_sys_path, write_project
+from tests.plugins.distributions import installed_from_docs
 
-REPO = Path(__file__).resolve().parents[2]
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 SHOP = {"name": "Test Shop", "timezone": "Asia/Shanghai", "currency": "CNY"}
 RULE = """\
@@ -34,19 +32,9 @@ actions:
 """
 
 
-def plugin_files() -> dict[str, str]:
-    text = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
-    pattern = r"<!-- trigger-plugin-file: (\S+) -->\n```\w*\n(.*?)```"
-    files = dict(re.findall(pattern, text, flags=re.S))
-    assert set(files) == {"pyproject.toml", "nudge_carts.py"}
-    return files
-
-
 @pytest.fixture
 def carts_plugin(tmp_path):
-    source = write_project(tmp_path / "nudge-carts", plugin_files())
-    install(tmp_path / "site", source)
-    with on_sys_path(tmp_path / "site", modules=("nudge_carts",)):
+    with installed_from_docs(tmp_path, "trigger-plugin-file", {"pyproject.toml", "nudge_carts.py"}):
         yield
 
 
