@@ -7,7 +7,8 @@ every action `sent` in the outbox and, for SMTP and webhooks, every message coun
 (once) by the sink. Beside it, in the same run, the limit: the same rows claimed and
 marked sent by two hand-written statements per batch (noop), or the same number of
 messages of the same size sent with raw smtplib / httpx to the same sink. Nudge and
-its limit alternate, `--repeat` times; min and median are printed, and the ratio.
+its limit alternate, `--repeat` times; min and median are printed, and the ratio,
+and the CPU each action cost the measured process (steadier than rates on a busy machine).
 
 - noop: webhook actions into a channel that accepts everything (dispatcher overhead);
   targets >= 20,000 actions/s on SQLite, >= 10,000/s on PostgreSQL;
@@ -256,9 +257,16 @@ class Sink:
 
 
 def timed(work) -> float:
-    started = time.perf_counter()
+    """Wall seconds of work(); its CPU seconds (this process, all threads) go to CPU."""
+    started, cpu = time.perf_counter(), time.process_time()
     work()
+    CPU.append(time.process_time() - cpu)
     return time.perf_counter() - started
+
+
+# CPU seconds of each timed run, in order: on a shared machine the CPU an email costs
+# the measured process is steadier than its wall-clock rate.
+CPU: list[float] = []
 
 
 def nudge_noop(backend: str, n: int, folder: Path, _sink, _width) -> float:
@@ -415,23 +423,28 @@ def measure(case: str, backend: str, n: int, width: int, repeat: int, folder: Pa
     width = width if case.endswith("-pool") else 1
     sink = Sink(sink_kind) if sink_kind else None
     times: dict[str, list[float]] = {"nudge": [], "limit": []}
+    cpu: dict[str, list[float]] = {"nudge": [], "limit": []}
     try:
         for round_ in range(repeat):
             order = [("nudge", nudge), ("limit", limit)]
             for name, run in order if round_ % 2 == 0 else reversed(order):
                 times[name].append(run(backend, n, folder, sink, width))
+                cpu[name].append(CPU[-1])
     finally:
         if sink is not None:
             sink.close()
 
-    def rates(seconds: list[float]) -> dict:
+    def rates(name: str) -> dict:
+        seconds = times[name]
         return {
             "best": round(n / min(seconds)),
             "median": round(n / statistics.median(seconds)),
             "seconds": [round(s, 3) for s in seconds],
+            # CPU of the measured process per action, median (ms).
+            "cpu_ms": round(statistics.median(cpu[name]) * 1000 / n, 3),
         }
 
-    nudge_rates, limit_rates = rates(times["nudge"]), rates(times["limit"])
+    nudge_rates, limit_rates = rates("nudge"), rates("limit")
     return {
         "case": case,
         "backend": backend,
@@ -469,7 +482,8 @@ def main() -> None:
                         f"{r['case']:12} {r['backend']:10} n={r['n']:<6} x{r['width']}  "
                         f"nudge {r['nudge']['median']:>6}/s (best {r['nudge']['best']:>6})  "
                         f"limit {r['limit']['median']:>6}/s (best {r['limit']['best']:>6})  "
-                        f"ratio {r['ratio']:.2f}",
+                        f"ratio {r['ratio']:.2f}  cpu/action {r['nudge']['cpu_ms']:.3f} ms "
+                        f"(limit {r['limit']['cpu_ms']:.3f})",
                         flush=True,
                     )
     load = {"before": load_before, "after": os.getloadavg()}

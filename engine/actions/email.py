@@ -25,7 +25,8 @@ def deliver(ctx, actions):
     from engine.delivery.channels import OutgoingEmail
     from engine.delivery.context import Outcome
     from engine.delivery.contexts import coupons_for
-    from engine.delivery.email_message import build_email
+    from engine.delivery.email_message import build_email, new_boundary
+    from engine.delivery.email_wire import wire_email
     from engine.delivery.render import render_surfaces
     from engine.delivery.unsubscribe import ensure_tokens
 
@@ -53,23 +54,29 @@ def deliver(ctx, actions):
         )
         if isinstance(texts, Outcome):
             return texts
+        fields = {
+            "key": action.idempotency_key,
+            "to_address": contact.email,
+            "to_name": contact.name,
+            "from_address": config.from_address,
+            "from_name": config.from_name or ctx.settings.shop.name,
+            "reply_to": config.reply_to,
+            "subject": texts["email_subject"],
+            "text": texts["email_text"],
+            "html": texts["email_html"],
+            "unsubscribe_url": url,
+            "unsubscribe_mailto": config.unsubscribe_mailto,
+            "now": ctx.now,
+            "headers": {"X-Nudge-Rule": action.rule_id, "X-Nudge-Key": action.idempotency_key},
+            # One boundary for both forms, so that they are the same message.
+            "boundary": new_boundary(),
+        }
+        # The Message is built only if a channel reads it (files, tests); SMTP sends
+        # the same bytes made directly (engine.delivery.email_wire).
         return OutgoingEmail(
             action.idempotency_key,
-            build_email(
-                key=action.idempotency_key,
-                to_address=contact.email,
-                to_name=contact.name,
-                from_address=config.from_address,
-                from_name=config.from_name or ctx.settings.shop.name,
-                reply_to=config.reply_to,
-                subject=texts["email_subject"],
-                text=texts["email_text"],
-                html=texts["email_html"],
-                unsubscribe_url=url,
-                unsubscribe_mailto=config.unsubscribe_mailto,
-                now=ctx.now,
-                headers={"X-Nudge-Rule": action.rule_id, "X-Nudge-Key": action.idempotency_key},
-            ),
+            build=lambda: build_email(**fields),
+            build_wire=lambda: wire_email(**fields),
         )
 
     return in_order(actions, bad, skipped, send_each(ctx, addressed, build))

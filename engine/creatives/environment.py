@@ -35,7 +35,8 @@ from jinja2 import (
     TemplateSyntaxError,
     pass_context,
 )
-from jinja2.runtime import Context
+from jinja2.environment import TemplateModule
+from jinja2.runtime import Context, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine import clock
@@ -184,6 +185,9 @@ class BoundedRange:
             yield item
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
 def _sized(value: Any) -> int | None:
     return len(value) if isinstance(value, str | bytes | list | tuple) else None
 
@@ -247,10 +251,34 @@ class CreativeSandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - Jinja's signature
         _tick()
+        if type(__obj) is Macro:
+            # What the sandbox and Context.call do with a macro (safely callable, takes
+            # no context), without their checks.
+            kwargs.pop("_block_vars", None)
+            kwargs.pop("_loop_vars", None)
+            try:
+                return __obj(*args, **kwargs)
+            except StopIteration:
+                return __self.undefined(
+                    "value was undefined because a callable raised a StopIteration exception"
+                )
         return super().call(__context, __obj, *args, **kwargs)
 
     def getattr(self, obj, attribute):
         _tick()
+        # Shortcuts giving what the sandbox gives, for the two lookups templates make
+        # most (`offer.code`, `blocks.discount`), without its exception and checks.
+        kind = type(obj)
+        if kind is dict and attribute not in _DICT_ATTRIBUTES:
+            # Not an attribute of dict: the sandbox's getattr() fails, then obj[attribute].
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        if kind is TemplateModule and not attribute.startswith("_"):
+            value = getattr(obj, attribute, None)
+            if type(value) is Macro:  # a safe attribute of a module (not internal)
+                return value
         return super().getattr(obj, attribute)
 
     def getitem(self, obj, argument):
@@ -285,6 +313,12 @@ def _babel(tag: str) -> Locale:
 @lru_cache(maxsize=16)
 def _number_pattern(pattern: str):
     return parse_pattern(pattern)
+
+
+# The variables the filters below read through the context rather than by name: a
+# template that uses them depends on these too (engine.creatives.render reuses a
+# shared blocks module only when none of the names it reads changed).
+CONTEXT_READ_BY_FILTERS = frozenset({"offer", "babel_locale", "tz"})
 
 
 @pass_context

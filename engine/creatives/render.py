@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from jinja2 import Template, TemplateError, TemplateSyntaxError
+from jinja2 import Template, TemplateError, TemplateSyntaxError, meta
 from jinja2.exceptions import SecurityError, UndefinedError
 
 from engine.config import Settings
@@ -150,17 +150,25 @@ def render_creative(
     context: dict[str, Any],
     *,
     wrap_link: Callable[[str, str], str] | None = None,
+    message: dict | None = None,
 ) -> RenderedSurface | Skipped:
     """Render one surface of `creative` with a context from `build_context`.
 
     The locale is the user's by the fallback chain among the creative's locales.
     `wrap_link(name, url)`, given, replaces the creative's links (`landing`, `shop`)
     in the template's variables: delivery passes the server's tracked-click links.
+    `message`, an empty dict shared by the surfaces of one message (same settings,
+    context and `wrap_link`), lets them share what does not depend on the surface: the
+    creative's files and locale, and the shared blocks module when the surfaces'
+    variables differ only in names the blocks do not read.
     Raises TemplateProblemError (located) when the template is broken,
     CreativeNotFoundError when the creative or surface does not exist.
     """
-    found = open_creative(settings, creative)
-    locale = choose_locale(context["user"].get("locale"), found.locales, settings.shop.locale)
+    memo = {} if message is None else message
+    setup = memo.get(("setup", creative))
+    if setup is None:
+        setup = memo[("setup", creative)] = _setup(settings, creative, context)
+    found, locale, env = setup
     path = found.file_for(surface, locale)
     if path is None:
         raise CreativeNotFoundError(
@@ -168,10 +176,6 @@ def render_creative(
             f"(files: {', '.join(sorted(p.name for p in found.files.values())) or 'none'})"
         )
     shown = display_path(settings, path)
-    root = environment.snapshot_cached(
-        ("resolved", settings.templates_dir), settings.templates_dir.resolve
-    )
-    env = get_environment(root)
     field = _ad_field(settings, found, surface, path, shown) if path.suffix == ".yaml" else None
     variables = _variables(found, surface, locale, context, wrap_link)
     token = environment.start_budget()
@@ -181,7 +185,7 @@ def render_creative(
             if field
             else env.get_template(template_name(found.name, path))
         )
-        variables["blocks"] = _shared_blocks(env, found, locale, variables)
+        variables["blocks"] = _reused_blocks(env, locale, variables, memo)
         text = _generate(template, variables)
     except CreativeAbort as exc:
         return Skipped(
@@ -279,7 +283,7 @@ def _variables(
         "creative": found.name,
         "surface": surface,
         "locale": locale,
-        "babel_locale": babel_locale(locale),
+        "babel_locale": _babel_locale(locale),
         "landing_url": landing_url,
         "shop_url": shop_url,
         # Where this surface's call to action leads: the landing page, or from the
@@ -288,15 +292,62 @@ def _variables(
     }
 
 
-def _shared_blocks(env, found: Creative, locale: str, variables: dict[str, Any]):
-    """The `blocks` module (offer line, call to action, terms) for the locale, if any."""
+def _setup(settings: Settings, creative: str, context: dict[str, Any]):
+    """What the surfaces of one message share: the creative, the locale, the environment."""
+    found = open_creative(settings, creative)
+    locale = choose_locale(context["user"].get("locale"), found.locales, settings.shop.locale)
+    templates = settings.templates_dir
+    root = environment.snapshot_cached(("resolved", templates), templates.resolve)
+    return found, locale, get_environment(root)
+
+
+# Pure in the tag; Babel parses the locale again on every call otherwise.
+_babel_locale = lru_cache(maxsize=64)(babel_locale)
+
+
+def _reused_blocks(env, locale: str, variables: dict[str, Any], memo: dict):
+    """The shared blocks module (offer line, call to action, terms) for the locale, if
+    any. The one made for the message's previous surface is used again when it would
+    be the same: the variables differ only in names that the blocks template does not
+    read and that no filter reads from the context (e.g. `surface`)."""
+    name = _blocks_name(env, locale)
+    if name is None:
+        return None
+    previous = memo.get(("blocks", name))
+    if previous is not None:
+        earlier, module = previous
+        if earlier.keys() == variables.keys():
+            changed = {k for k, v in variables.items() if earlier[k] != v}
+            if not changed & _names_read(env, name):
+                return module
+    module = env.get_template(name).make_module(vars=variables)
+    memo[("blocks", name)] = (dict(variables), module)
+    return module
+
+
+def _blocks_name(env, locale: str) -> str | None:
     shared = environment.snapshot_cached(
         ("shared blocks", env.loader.root), lambda: _shared_block_locales(env)
     )
-    if not shared:
-        return None
-    name = shared_blocks_name(choose_locale(locale, shared, locale))
-    return env.get_template(name).make_module(vars=variables)
+    return shared_blocks_name(choose_locale(locale, shared, locale)) if shared else None
+
+
+def _names_read(env, name: str) -> frozenset[str]:
+    """Every name template `name` may read from its variables: those it names
+    (jinja2.meta), and those the filters read through the context. Once per snapshot,
+    so an edit is seen when the template itself is."""
+
+    def names() -> frozenset[str]:
+        return _names_in(env, env.loader.get_source(env, name)[0])
+
+    return environment.snapshot_cached(("names read", env.loader.root, name), names)
+
+
+@lru_cache(maxsize=64)
+def _names_in(env, source: str) -> frozenset[str]:
+    # Parsing costs milliseconds: once per distinct source, not per snapshot.
+    named = meta.find_undeclared_variables(env.parse(source))
+    return frozenset(named) | environment.CONTEXT_READ_BY_FILTERS
 
 
 def _shared_block_locales(env) -> list[str]:

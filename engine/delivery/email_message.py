@@ -32,6 +32,7 @@ _UTF8_QP.body_encoding = QP
 # separated by single spaces, on a line (with its name) no longer than the policy's
 # max_line_length (78 unless a generator sets another; None or 0: no folding).
 _PLAIN_VALUE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
+_ONE_WORD = re.compile(r"[\x21-\x7e]+")
 
 
 class _QuickFolding(Compat32):
@@ -41,12 +42,14 @@ class _QuickFolding(Compat32):
     compat32 folds it. The bytes sent are the same."""
 
     def _fold(self, name, value, sanitize):
-        if (
-            isinstance(value, str)
-            and (not self.max_line_length or len(name) + 2 + len(value) <= self.max_line_length)
-            and _PLAIN_VALUE.fullmatch(value)
-        ):
-            return f"{name}: {value}{self.linesep}"
+        if isinstance(value, str):
+            fits = not self.max_line_length or len(name) + 2 + len(value) <= self.max_line_length
+            if fits and _PLAIN_VALUE.fullmatch(value):
+                return f"{name}: {value}{self.linesep}"
+            if not fits and _ONE_WORD.fullmatch(value):
+                # A word too long for the line (a List-Unsubscribe URL): compat32 moves
+                # it whole to a continuation line.
+                return f"{name}: {self.linesep} {value}{self.linesep}"
         return super()._fold(name, value, sanitize)
 
 
@@ -95,7 +98,7 @@ class _Utf8Words(Charset):
 _UTF8_WORDS = _Utf8Words()
 
 
-def _boundary() -> str:
+def new_boundary() -> str:
     """A multipart boundary as the generator makes one, chosen here so that the
     generator need not search the parts for it (a regex compiled per message): the
     parts are quoted-printable, where "=" only ends a line, so a line of "="s and
@@ -131,9 +134,10 @@ def build_email(
     unsubscribe_mailto: str | None,
     now: datetime,
     headers: dict[str, str] | None = None,
+    boundary: str | None = None,
 ) -> Message:
     if html:
-        message: Message = MIMEMultipart("alternative", boundary=_boundary())
+        message: Message = MIMEMultipart("alternative", boundary=boundary or new_boundary())
         message.attach(_text_part(text, "plain"))
         message.attach(_text_part(html, "html"))
     else:

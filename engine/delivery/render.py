@@ -58,10 +58,19 @@ def render_surfaces(
     context.update(extra or {})
     wrap_link = tracked_links(ctx, action)
     texts: dict[str, str] = {}
+    # What the surfaces share (files, locale, the blocks module), per link wrapping.
+    shared: dict[bool, dict] = {True: {}, False: {}}
     for surface in surfaces:
         wrap = wrap_link if surface in TRACKED_SURFACES else None
         try:
-            rendered = render_creative(ctx.settings, creative, surface, context, wrap_link=wrap)
+            rendered = render_creative(
+                ctx.settings,
+                creative,
+                surface,
+                context,
+                wrap_link=wrap,
+                message=shared[wrap is None],
+            )
         except NudgeError as exc:
             return Outcome.dead("render_failed", str(exc))
         if isinstance(rendered, Skipped):

@@ -36,6 +36,7 @@ class SmtpSink:
         on_message: Callable[[int, object], None] | None = None,
     ):
         self.messages = []
+        self.envelopes = []  # (MAIL FROM, RCPT TOs, the bytes received), in order
         self.refuse = refuse or set()
         self.on_message = on_message
         self.sessions = set()
@@ -52,6 +53,9 @@ class SmtpSink:
         self.sessions.add(id(session))
         message = message_from_bytes(envelope.content, policy=policy.default)
         self.messages.append(message)
+        self.envelopes.append(
+            (envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+        )
         if self.on_message is not None:
             self.on_message(len(self.messages), message)
         return "250 OK"

@@ -20,12 +20,45 @@ from engine.errors import ConfigError
 from engine.plugins import PluginError, PluginRegistry, describe
 
 
-@dataclass(frozen=True, slots=True)
 class OutgoingEmail:
-    """A complete MIME message; `key` is the outbox idempotency key."""
+    """A complete MIME message; `key` is the outbox idempotency key.
 
-    key: str
-    message: Message
+    `message` is the email.message.Message: given, or built on first use by `build()`.
+    `wire` is what SMTP sends for it (engine.delivery.email_wire: the same bytes as
+    send_message, made without a Message), built on first use by `build_wire()`, or
+    None (then SMTP sends `message`). A channel builds only what it reads.
+    """
+
+    __slots__ = ("key", "_message", "_build", "_wire", "_build_wire")
+
+    def __init__(
+        self,
+        key: str,
+        message: Message | None = None,
+        *,
+        build: Callable[[], Message] | None = None,
+        build_wire: Callable[[], Any] | None = None,
+    ):
+        if (message is None) == (build is None):
+            raise TypeError("give exactly one of message and build")
+        self.key = key
+        self._message, self._build = message, build
+        self._wire, self._build_wire = None, build_wire
+
+    @property
+    def message(self) -> Message:
+        if self._message is None:
+            self._message = self._build()
+        return self._message
+
+    @property
+    def wire(self) -> Any:
+        if self._wire is None and self._build_wire is not None:
+            self._wire, self._build_wire = self._build_wire(), None
+        return self._wire
+
+    def __repr__(self) -> str:
+        return f"OutgoingEmail(key={self.key!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,7 +96,7 @@ class SmtpChannel:
                 try:
                     if connection is None:
                         connection = self._connect()
-                    refused = connection.send_message(message.message)
+                    refused = _transmit(connection, message)
                 except smtplib.SMTPServerDisconnected as exc:
                     connection = None
                     if attempt == 2:
@@ -125,6 +125,15 @@ class SmtpChannel:
             idle, self._idle = self._idle, []
         for connection in idle:
             _quit(connection)
+
+
+def _transmit(connection: smtplib.SMTP, message: OutgoingEmail) -> dict:
+    """Send one message on `connection`; the recipients refused (as send_message)."""
+    wire = getattr(message, "wire", None)
+    if wire is None:
+        return connection.send_message(message.message)
+    # What send_message would do with it, without parsing and flattening it again.
+    return connection.sendmail(wire.sender, list(wire.recipients), wire.data)
 
 
 def _reset(connection: smtplib.SMTP | None) -> smtplib.SMTP | None:
