@@ -627,7 +627,10 @@ CONSENT = {
 def _copy_table(source: sa.Table, name: str, metadata: sa.MetaData) -> sa.Table:
     """`source`'s columns, unique keys and indexes under another name: the hand-written
     SQL writes rows into tables that cost what the engine's cost to write."""
-    table = sa.Table(name, metadata, *(column._copy() for column in source.columns))
+    # The table's info too: on SQLite a (id, user_id) key is created as the rowid
+    # `PRIMARY KEY (id)` (engine/store/keys.py), or ids would be left NULL.
+    columns = (column._copy() for column in source.columns)
+    table = sa.Table(name, metadata, *columns, info=dict(source.info))
     for index in source.indexes:
         columns = [table.c[column.name] for column in index.columns]
         sa.Index(f"{name}_{index.name}", *columns, unique=index.unique)
@@ -855,6 +858,7 @@ class StatementTimer:
         self.current: str | None = None
         self.seconds: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.selects: dict[str, tuple[str, object]] = {}
+        self.occurrences: dict[str, tuple[str, object]] = {}
         # Time per statement shape (its first words), to find what dominates "other".
         self.shapes: dict[str, float] = defaultdict(float)
         self.engine = engine
@@ -876,6 +880,11 @@ class StatementTimer:
         if head.startswith("INSERT INTO NUDGE_PLAN_SCRATCH"):
             kind = "select"
             self.selects[self.current] = (statement, parameters)
+        elif head.startswith("INSERT INTO NUDGE_PLAN_OCCURRENCES"):
+            # A follow-up's occurrences, written first (engine/planning/scratch.py):
+            # part of its candidate query.
+            kind = "select"
+            self.occurrences[self.current] = (statement, parameters)
         elif head.startswith("INSERT INTO DECISIONS"):
             kind = "decisions"
         elif head.startswith("INSERT INTO OUTBOX"):
@@ -915,6 +924,12 @@ def run_engine(store: Store, ruleset: RuleSet, at: datetime, timer: StatementTim
     return evaluation, walls, total
 
 
+HAND_ANALYZE = (
+    "ANALYZE bench_hand (rule_id, user_id, occurrence_key, outcome, occurred_at, decided_at), "
+    "bench_hand_outbox (decision_id, state, channel)"
+)
+
+
 def run_hand(store: Store, ruleset: RuleSet) -> tuple[dict[str, float], float]:
     """Every rule that has a hand-written version, in the engine's evaluation order."""
     dialect = store.dialect
@@ -924,6 +939,7 @@ def run_hand(store: Store, ruleset: RuleSet) -> tuple[dict[str, float], float]:
         HAND_METADATA.create_all(connection)
         install = install_id(connection)
     walls: dict[str, float] = {}
+    analysed = False
     started = clock.monotonic()
     for compiled in chosen:
         rule_id = compiled.spec.rule_id
@@ -934,6 +950,14 @@ def run_hand(store: Store, ruleset: RuleSet) -> tuple[dict[str, float], float]:
         rule_started = clock.monotonic()
         outbox_statements = hand_outbox_statements(compiled, dialect, install)
         with store.begin() as connection:
+            if store.is_postgres and compiled.spec.trigger.kind == "after" and not analysed:
+                # The followed rule's hand rows were just written to tables created for
+                # the run: without statistics PostgreSQL plans the reach check as a
+                # bitmap AND over every pending outbox row. Done once, on the columns
+                # the follow-ups read, as the engine does (engine/planning/statistics.py),
+                # and timed with the rule.
+                connection.exec_driver_sql(HAND_ANALYZE)
+                analysed = True
             connection.execute(sa.text(sql), _bind(params, dialect))
             for outbox_sql, outbox_params in outbox_statements:
                 connection.execute(sa.text(outbox_sql), _bind(outbox_params, dialect))
@@ -998,6 +1022,14 @@ def reset_engine(store: Store) -> None:
         connection.exec_driver_sql(f"DELETE FROM outbox WHERE run_id IN ({evaluated})")
         connection.exec_driver_sql(f"DELETE FROM decisions WHERE run_id IN ({evaluated})")
         connection.exec_driver_sql("DELETE FROM runs WHERE rule_hash <> 'bench-seed'")
+    if store.is_postgres:
+        # The hand-written side writes into tables created afresh for each repetition;
+        # the engine's would otherwise keep the deleted rows of the previous one as dead
+        # tuples, whose index entries carry the very idempotency keys and decision keys
+        # it is about to insert again (each insert then visits them). Vacuumed as
+        # autovacuum would, not analysed (statistics stay as the run left them).
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM outbox, decisions, runs")
 
 
 IDLE_PROBE = "SELECT 1 FROM events WHERE type = :type AND ingested_at > :since LIMIT 1"
@@ -1078,15 +1110,27 @@ def warm_up(store: Store) -> None:
             connection.exec_driver_sql(f"SELECT count(*) FROM {table} WHERE {column} IS NOT NULL")
 
 
-def explain(store: Store, statement: str, parameters, analyze: bool = False) -> str:
-    """The query plan; `analyze` (PostgreSQL, read-only statements) runs it for timings."""
+def explain(
+    store: Store, statement: str, parameters, analyze: bool = False, occurrences=None
+) -> str:
+    """The query plan; `analyze` (PostgreSQL, read-only statements) runs it for timings.
+    `occurrences`: the (INSERT ... SELECT, parameters) that filled the follow-up
+    occurrence table the statement reads; it is filled and analysed again first."""
     prefix = "EXPLAIN QUERY PLAN "
     if store.is_postgres:
         prefix = "EXPLAIN (ANALYZE) " if analyze else "EXPLAIN "
     with store.connect() as connection:
         if analyze and store.is_postgres:
             connection.exec_driver_sql("SET LOCAL jit = off")  # as the planner runs it
+        if occurrences is not None:
+            fill, fill_parameters = occurrences
+            select = fill[fill.index(") SELECT") + 2 :]
+            connection.exec_driver_sql(
+                "CREATE TEMPORARY TABLE nudge_plan_occurrences AS " + select, fill_parameters
+            )
+            connection.exec_driver_sql("ANALYZE nudge_plan_occurrences")
         rows = connection.exec_driver_sql(prefix + statement, parameters).all()
+        connection.rollback()
     if store.is_postgres:
         return "\n".join(row[0] for row in rows)
     return "\n".join(f"{row[1]:>4} {row[2]:>4} {row[3]}" for row in rows)
@@ -1196,10 +1240,17 @@ def bench_backend(url: str, args, rules_dir: Path, project: Path) -> dict:
             result["explain"] = {}
             for rule_id in args.explain:
                 entry = {}
+                occurrences = timer.occurrences.get(rule_id)
+                if occurrences is not None:
+                    statement, parameters = occurrences
+                    select = statement[statement.index(") SELECT") + 2 :]
+                    entry["engine occurrences"] = explain(store, select, parameters, analyze=True)
                 if rule_id in timer.selects:
                     statement, parameters = timer.selects[rule_id]
                     select = statement[statement.index(") SELECT") + 2 :]
-                    entry["engine"] = explain(store, select, parameters, analyze=True)
+                    entry["engine"] = explain(
+                        store, select, parameters, analyze=True, occurrences=occurrences
+                    )
                 compiled = ruleset.rules.get(rule_id)
                 if compiled is not None and rule_id in HAND_RULES:
                     chosen = runner.evaluation_order(ruleset.rules.values())

@@ -20,6 +20,7 @@ from queue import Full, Queue
 from engine.clock import ensure_aware
 from engine.config import Settings
 from engine.errors import IngestError
+from engine.ingest.import_mode import import_mode
 from engine.ingest.money import ShopCurrency
 from engine.ingest.readers import Record, Source, iter_sources, raw_text
 from engine.ingest.records import (
@@ -33,16 +34,19 @@ from engine.ingest.records import (
 )
 from engine.ingest.report import FileReport, IngestReport, Reject, RejectsWriter
 from engine.ingest.values import RowError
-from engine.ingest.writers import BatchWriter
+from engine.ingest.writers import BatchWriter, PreparedEvents
 from engine.store.changes import signal_change
 from engine.store.database import Store
 
 KINDS = ("users", "events", "spend")
-# Large enough that per-batch statements are amortised: the profile refresh re-reads
-# every event of each user a batch touches, so at 20,000 (10 events per user, random
-# order) it cost half as much as the insert itself, at 50,000 a quarter. The batches
-# in flight (one written, one queued, one being read) bound memory, whatever the file.
+# Large enough that per-batch statements are amortised: each batch upserts the profile
+# of every user it touches, and commits. The batches in flight (one written, one
+# queued, one being read) bound memory, whatever the file.
 BATCH_SIZE = 50_000
+# A file's first batches are smaller, doubling up to BATCH_SIZE: the writer starts
+# after 6,250 rows are read instead of 50,000, and each next batch is read while the
+# previous one (half its size, about twice as slow to write as to read) is written.
+FIRST_BATCH_SIZE = 6_250
 
 
 def ingest_files(
@@ -76,7 +80,7 @@ def ingest_files(
         # Users first, whatever the order on the command line, so that events of users
         # in the same import are not "unknown" under --require-users.
         kinds.sort(key=lambda pair: pair[1] != "users")
-        with store.engine.connect() as connection:
+        with import_mode(), store.engine.connect() as connection:
             writer = BatchWriter(connection, now)
             writer.create_temp_tables()
             try:
@@ -162,6 +166,8 @@ class _Batch:
     records: list[Record] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     rows_read: int = 0
+    # Events: what the database will be sent, built in the reader thread.
+    prepared: PreparedEvents | None = None
 
 
 def _batches(source: Source, kind: str, settings: Settings) -> Iterator[_Batch]:
@@ -173,6 +179,7 @@ def _batches(source: Source, kind: str, settings: Settings) -> Iterator[_Batch]:
     # re-import, which replaces, would not reproduce).
     spend_keys: dict[tuple, int] = {}
     batch = _Batch()
+    size = min(FIRST_BATCH_SIZE, BATCH_SIZE)
     for record in source.records():
         batch.rows_read += 1
         if record.data is None:
@@ -191,9 +198,10 @@ def _batches(source: Source, kind: str, settings: Settings) -> Iterator[_Batch]:
             continue
         batch.rows.append(row)
         batch.records.append(record)
-        if len(batch.rows) >= BATCH_SIZE:
+        if len(batch.rows) >= size:
             yield batch
             batch = _Batch()
+            size = min(2 * size, BATCH_SIZE)
     yield batch
 
 
@@ -272,9 +280,19 @@ class _FileRun:
     def ingest(self, source: Source, kind: str, settings: Settings, require_users: bool) -> None:
         self.file = FileReport(file=source.name, kind=kind, format=source.format)
         self.report.files.append(self.file)
-        for batch in _prefetched(_batches(source, kind, settings)):
+        batches = _batches(source, kind, settings)
+        if kind == "events":
+            batches = self._prepared(batches)
+        for batch in _prefetched(batches):
             self._write(source.name, kind, batch, require_users)
         self.report.rows_read += self.file.rows_read
+
+    def _prepared(self, batches: Iterator[_Batch]) -> Iterator[_Batch]:
+        """Events batches with their database payload (runs in the reader thread)."""
+        for batch in batches:
+            if batch.rows:
+                batch.prepared = self.writer.prepare_events(batch.rows)
+            yield batch
 
     def _write(self, name: str, kind: str, batch: _Batch, require_users: bool) -> None:
         connection = self.writer.connection
@@ -286,7 +304,9 @@ class _FileRun:
                 elif kind == "spend":
                     self.report.spend_upserted += self.writer.write_spend(batch.rows)
                 else:
-                    result = self.writer.write_events(batch.rows, require_users=require_users)
+                    result = self.writer.write_events(
+                        batch.rows, require_users=require_users, prepared=batch.prepared
+                    )
                     self.report.events_inserted += result.inserted
                     self.report.duplicates_skipped += result.duplicates
                     self.report.users_created += result.users_created

@@ -11,10 +11,9 @@ from __future__ import annotations
 import csv
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import orjson
 
@@ -27,9 +26,11 @@ JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 _SNIFF_LINES = 1000
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One input record: its data, or the reason it could not be read."""
+class Record(NamedTuple):
+    """One input record: its data, or the reason it could not be read.
+
+    A named tuple: made once per input line, it is built in a third of a frozen
+    dataclass's time."""
 
     line: int
     # The input text; JSONL keeps the undecoded bytes until a reject needs them.

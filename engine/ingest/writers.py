@@ -11,7 +11,7 @@ rows are upserted through Core executemany (SQLite) or the same COPY staging.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +29,7 @@ from engine.ingest.event_staging import (
 )
 from engine.store.marketing import AdSpend
 from engine.store.people import Event, User, UserTag
-from engine.store.profiles import refresh_profiles
+from engine.store.profiles import flag_stage_dirty, merge_into_profiles, profiles, refresh_profiles
 from engine.store.types import JsonDocument, UTCDateTime
 
 users = User.__table__
@@ -109,6 +109,17 @@ staged_spend = sa.Table(
     **_temp_options,
 )
 TEMP_TABLES = (batch_users, staged_users, staged_events, staged_spend)
+
+
+@dataclass
+class PreparedEvents:
+    """A batch of events as the database is sent it: SQLite JSON documents, or
+    PostgreSQL COPY rows (event_staging.py)."""
+
+    documents: list[str] = field(default_factory=list)
+    user_ids: str = "[]"  # SQLite: JSON arrays of the batch's users, and of those
+    unsubscribed: str = "[]"  # with an unsubscribe event
+    copy_rows: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 @dataclass
@@ -200,16 +211,48 @@ class BatchWriter:
 
     # -- events
 
-    def write_events(self, rows: list[dict[str, Any]], *, require_users: bool) -> EventBatchResult:
+    def prepare_events(self, rows: list[dict[str, Any]]) -> PreparedEvents:
+        """What the database is sent for these rows, built without the database.
+
+        The pipeline calls this in its reader thread, so that building the SQLite JSON
+        document or the COPY rows overlaps with the writing of the previous batch.
+        """
+        if self.is_postgres:
+            return PreparedEvents(copy_rows=list(copy_rows(rows)))
+        # The batch's users for `batch_users`, as JSON arrays of ids: from Python sets,
+        # as one more json_each pass over the rows would cost SQLite more.
+        user_ids = {row["user_id"] for row in rows}
+        unsubscribed = {row["user_id"] for row in rows if row["type"] == "unsubscribe"}
+        return PreparedEvents(
+            documents=list(json_documents(rows)),
+            user_ids=orjson.dumps(list(user_ids)).decode(),
+            unsubscribed=orjson.dumps(list(unsubscribed)).decode(),
+        )
+
+    def write_events(
+        self,
+        rows: list[dict[str, Any]],
+        *,
+        require_users: bool,
+        prepared: PreparedEvents | None = None,
+    ) -> EventBatchResult:
         """Insert a batch of events once each; keep users and profiles in step.
 
         The rows are staged once (event_staging.py); every step after that is one
         set-based statement over the staged batch: its users, the bare users, the
-        events, unsubscribes and profiles.
+        events, unsubscribes and profiles. Profiles grow by the events actually
+        inserted (a duplicate skipped by ON CONFLICT adds nothing); they are never
+        recomputed from all of a user's events.
         """
         if not rows:
             return EventBatchResult(0, 0, 0, set())
-        documents = self._stage_events(rows)
+        if prepared is None:
+            prepared = self.prepare_events(rows)
+        if self.is_postgres and len(rows) > 5_000:
+            # The batch's sorts and the profile aggregation in memory, not spilled to
+            # temporary files (4 MB by default; a batch of 50,000 events needs ~20 MB).
+            self.connection.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+        self._stage_events(prepared)
         unknown: set[str] = set()
         created = 0
         if require_users:
@@ -221,33 +264,39 @@ class BatchWriter:
                 rows = [row for row in rows if row["user_id"] not in unknown]
         else:
             created = self._create_bare_users()
-        inserted = self._insert_events(documents, only_known_users=bool(unknown))
+        if self._distributed():
+            inserted = self._insert_events(prepared, only_known_users=bool(unknown))
+            refresh_profiles(self.connection, sa.select(batch_users.c.user_id), self.now)
+        else:
+            inserted = self._insert_events_and_profiles(prepared, only_known_users=bool(unknown))
+            flag_stage_dirty(self.connection, sa.select(batch_users.c.user_id))
         if any(row["type"] == "unsubscribe" for row in rows):
             self._apply_unsubscribes()
-        refresh_profiles(self.connection, sa.select(batch_users.c.user_id), self.now)
         return EventBatchResult(inserted, len(rows) - inserted, created, unknown)
 
-    def _stage_events(self, rows: list[dict[str, Any]]) -> list[str]:
-        """Stage the batch and fill `batch_users` from it; the SQLite documents staged."""
+    def _distributed(self) -> bool:
+        """On Citus, profiles are recomputed per touched user, as before: the
+        incremental path's data-modifying CTE is not one Citus plans on shards."""
+        from engine.store.distribute import users_distributed
+
+        return users_distributed(self.connection)
+
+    def _stage_events(self, prepared: PreparedEvents) -> None:
+        """Stage the batch (PostgreSQL) and fill `batch_users` from it."""
         self._clear(batch_users)
         if self.is_postgres:
-            self._copy_events(rows)
+            self._copy_events(prepared.copy_rows)
             s = staged_events
             unsubscribed = sa.func.bool_or(s.c.type == "unsubscribe")
             source = sa.select(s.c.user_id, unsubscribed).group_by(s.c.user_id)
             self.connection.execute(
                 batch_users.insert().from_select(["user_id", "unsubscribed"], source)
             )
-            return []
-        # The users from Python sets: one more json_each pass over the rows would cost
-        # SQLite more than these set comprehensions cost Python.
-        user_ids = {row["user_id"] for row in rows}
-        unsubscribed = {row["user_id"] for row in rows if row["type"] == "unsubscribe"}
+            return
         self.connection.exec_driver_sql(
             sqlite_insert_batch_users(batch_users.name),
-            (orjson.dumps(list(user_ids)).decode(), orjson.dumps(list(unsubscribed)).decode()),
+            (prepared.user_ids, prepared.unsubscribed),
         )
-        return list(json_documents(rows))
 
     def _unknown_users(self) -> set[str]:
         query = sa.select(batch_users.c.user_id).where(
@@ -266,7 +315,12 @@ class BatchWriter:
             sa.false(),
             stamp,
             stamp,
-        ).where(sa.true())
+        ).where(
+            # Only the unknown ones reach the insert: on PostgreSQL every row an
+            # INSERT ... ON CONFLICT tries costs a speculative insertion, and most of a
+            # batch's users are known. ON CONFLICT stays for concurrent writers.
+            ~sa.exists().where(users.c.id == batch_users.c.user_id)
+        )
         columns = ["id", "attributes", *CONSENT_COLUMNS, "created_at", "updated_at"]
         statement = (
             self.insert(users)
@@ -275,7 +329,48 @@ class BatchWriter:
         )
         return self._count(statement)
 
-    def _insert_events(self, documents: list[str], *, only_known_users: bool) -> int:
+    def _insert_events_and_profiles(
+        self, prepared: PreparedEvents, *, only_known_users: bool
+    ) -> int:
+        """Insert the staged events; add the ones inserted to their profiles."""
+        if not self.is_postgres:
+            # One writer at a time, and rowids grow: the rows above the largest id
+            # before the insert are exactly the ones it wrote.
+            before = self.connection.execute(sa.select(sa.func.max(events.c.id))).scalar()
+            inserted = self._insert_events(prepared, only_known_users=only_known_users)
+            if inserted:
+                # MATERIALIZED: a range scan of the new rowids; inlined, SQLite would
+                # rather scan all events in (user_id, ...) index order for the GROUP BY.
+                new_rows = (
+                    sa.select(
+                        events.c.user_id, events.c.type, events.c.occurred_at, events.c.amount
+                    )
+                    .where(events.c.id > (before or 0))
+                    .cte("inserted_events")
+                    .prefix_with("MATERIALIZED")
+                )
+                self.connection.execute(merge_into_profiles(self.connection, new_rows, self.now))
+            return inserted
+        # PostgreSQL: the ids of concurrent writers interleave, so the insert hands its
+        # rows to the profile upsert directly, in one statement (data-modifying CTE).
+        new_rows = (
+            self._events_insert(only_known_users)
+            .returning(events.c.user_id, events.c.type, events.c.occurred_at, events.c.amount)
+            .cte("inserted_events")
+        )
+        merged = (
+            merge_into_profiles(self.connection, new_rows, self.now)
+            .returning(profiles.c.user_id)
+            .cte("merged_profiles")
+        )
+        count = sa.select(sa.func.count()).select_from(new_rows).scalar_subquery()
+        # Selected so that the upsert is in the statement: SQLAlchemy renders only the
+        # CTEs a statement refers to (PostgreSQL then runs each to completion).
+        touched = sa.select(sa.func.count()).select_from(merged).scalar_subquery()
+        inserted, _ = self.connection.execute(sa.select(count, touched)).one()
+        return inserted
+
+    def _insert_events(self, prepared: PreparedEvents, *, only_known_users: bool) -> int:
         """INSERT ... SELECT from the staged batch, in index order; the rows written.
 
         In index order, the (user_id, ...) indexes are written page by page instead of
@@ -287,7 +382,7 @@ class BatchWriter:
             statement = sqlite_insert_events(events.name, kept)
             ingested_at = sqlite_instant(self.now)
             inserted = 0
-            for document in documents:
+            for document in prepared.documents:
                 result = self.connection.exec_driver_sql(
                     statement,
                     (ingested_at, document),
@@ -295,6 +390,10 @@ class BatchWriter:
                 )
                 inserted += result.rowcount
             return inserted
+        return self._count(self._events_insert(only_known_users))
+
+    def _events_insert(self, only_known_users: bool):
+        """PostgreSQL: INSERT INTO events SELECT the staged rows ON CONFLICT DO NOTHING."""
         s = staged_events
         source = sa.select(*(s.c[name] for name in EVENT_FIELDS), sa.literal(self.now, UTCDateTime))
         if only_known_users:
@@ -304,20 +403,19 @@ class BatchWriter:
         source = source.order_by(
             s.c.user_id.collate("C"), s.c.type.collate("C"), s.c.occurred_at, sa.column("ctid")
         )
-        statement = (
+        return (
             postgresql.insert(events)
             .from_select([*EVENT_FIELDS, "ingested_at"], source)
             .on_conflict_do_nothing(index_elements=["user_id", "source_id"])
         )
-        return self._count(statement)
 
-    def _copy_events(self, rows: list[dict[str, Any]]) -> None:
+    def _copy_events(self, rows: list[tuple[Any, ...]]) -> None:
         """COPY the batch into the staging table, in the order of the rows."""
         sql = f"COPY {staged_events.name} ({', '.join(EVENT_FIELDS)}) FROM STDIN"
         dbapi = self.connection.connection.driver_connection
         with dbapi.cursor() as cursor, cursor.copy(sql) as copy:
             write = copy.write_row
-            for values in copy_rows(rows):
+            for values in rows:
                 write(values)
 
     def _apply_unsubscribes(self) -> None:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from engine.action_kinds import get_action_kind
 from engine.config import Settings
 from engine.errors import Diagnostic
-from engine.planning.pipeline import Sources
+from engine.planning.sources import Sources
 from engine.planning.spec import ActionPlan, PlanSpec
 from engine.triggers.base import TriggerSpec
 

@@ -18,7 +18,8 @@ from sqlalchemy import Connection
 from engine import clock
 from engine.errors import Diagnostic, NotFoundError
 from engine.planning.compile import CompiledRule, RuleSet
-from engine.planning.pipeline import RuleOutcome, plan_rule
+from engine.planning.outcome import RuleOutcome
+from engine.planning.pipeline import plan_rule
 from engine.store import Store
 from engine.store.people import StageMembership
 

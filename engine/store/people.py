@@ -23,8 +23,19 @@ class User(SQLModel, table=True):
     """A shopper, known by the shop's own id."""
 
     __tablename__ = "users"
-    # The user id is the distribution column: every per-user table is co-located here.
-    __table_args__ = per_user(column="id")
+    __table_args__ = (
+        # The users the next stage refresh must recompute, found without a scan. Partial:
+        # only flagged users are in it, and the predicate is written as the lifecycle's
+        # queries write it (engine/lifecycle/dirty.py), which the planners need to use it.
+        Index(
+            "ix_users_stage_dirty",
+            "id",
+            sqlite_where=sa.column("stage_dirty").is_(True),
+            postgresql_where=sa.column("stage_dirty").is_(True),
+        ),
+        # The user id is the distribution column: every per-user table is co-located here.
+        per_user(column="id"),
+    )
 
     id: str = Field(sa_column=Column(String(128), primary_key=True))
     email: str | None = Field(default=None, max_length=320)
@@ -34,7 +45,9 @@ class User(SQLModel, table=True):
     timezone: str | None = Field(default=None, max_length=64)
     locale: str | None = Field(default=None, max_length=16)
     member_tier: str | None = Field(default=None, max_length=32, index=True)
-    member_since: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # Indexed: the stage refresh finds the members whose signup crossed a threshold
+    # (engine/lifecycle/crossings.py).
+    member_since: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, index=True))
     attributes: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column(JsonDocument, nullable=False)
     )
@@ -43,7 +56,7 @@ class User(SQLModel, table=True):
     ads_opt_in: bool = False
     unsubscribed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     # Set when the user's data changed (ingest); the stage refresh then recomputes
-    # this user instead of everyone (engine/lifecycle.py).
+    # this user instead of everyone (engine/lifecycle/).
     stage_dirty: bool = Field(
         default=True, sa_column=Column(Boolean, nullable=False, server_default=sa.text("true"))
     )
@@ -113,8 +126,10 @@ class Profile(SQLModel, table=True):
     __table_args__ = per_user()
 
     user_id: str = Field(sa_column=Column(String(128), primary_key=True))
-    first_seen_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
-    # Indexed: max(last_seen_at) says which instant the maintained profiles describe.
+    # The dates the stage thresholds count from are indexed: the stage refresh finds
+    # the users who crossed one by range scans (engine/lifecycle/crossings.py).
+    first_seen_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, index=True))
+    # Indexed also because max(last_seen_at) says which instant the profiles describe.
     last_seen_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, index=True))
     signup_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     first_purchase_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
@@ -142,6 +157,8 @@ class StageMembership(SQLModel, table=True):
         Index("ix_stage_memberships_stage_entered", "stage", "entered_at"),
         # The stage trigger's steady-state tick reads entries recorded since its last run.
         Index("ix_stage_memberships_stage_recorded", "stage", "recorded_at"),
+        # The latest refresh's instant, read before each refresh (a scan without it).
+        Index("ix_stage_memberships_recorded", "recorded_at"),
         per_user(rowid_key="id"),
     )
 
