@@ -88,7 +88,7 @@ class DatabaseSettings(_Section):
 
 
 class LifecycleSettings(_Section):
-    """Thresholds of the stage definitions (engine/lifecycle.py)."""
+    """Thresholds of the stage definitions (engine/lifecycle/)."""
 
     new_visitor_days: int = Field(default=30, gt=0)
     lapsed_days: int = Field(default=90, gt=0)

@@ -41,7 +41,7 @@ def user_detail(
     )
     if user is None:
         raise NotFoundError(f"no user {user_id!r}{_did_you_mean(connection, user_id)}")
-    # stage_dirty is engine bookkeeping (engine/lifecycle.py), not a fact about the user.
+    # stage_dirty is engine bookkeeping (engine/lifecycle/), not a fact about the user.
     fields = {k: v for k, v in user.items() if k not in CONSENT_COLUMNS and k != "stage_dirty"}
     tags = connection.execute(
         sa.select(user_tags.c.tag).where(user_tags.c.user_id == user_id).order_by(user_tags.c.tag)

@@ -10,7 +10,7 @@ The definitions (Nudge's design, the same everywhere):
   (30) of it, and before `until` (a user first seen near `until` has had less time).
 - new buyers: users whose first purchase ever is in the period.
 - per stage: the same, grouped by each user's lifecycle stage as of `until`
-  (engine/lifecycle.py); the totals are the sums of the stage rows.
+  (engine/lifecycle/); the totals are the sums of the stage rows.
 - cohorts: the new buyers grouped by the shop-local calendar month of their first
   purchase. Size; LTV to date = the cohort's GMV from each user's first purchase up
   to `until`, per user; retention month k = the share of the cohort buying in the

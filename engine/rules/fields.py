@@ -51,7 +51,7 @@ def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
 
 
 def stage_names() -> tuple[str, ...]:
-    """The lifecycle stages a `trigger.stage` may name (engine/lifecycle.py)."""
+    """The lifecycle stages a `trigger.stage` may name (engine/lifecycle/)."""
     from engine.lifecycle import FUNNEL_ORDER
 
     return FUNNEL_ORDER

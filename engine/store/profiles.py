@@ -150,7 +150,7 @@ def lock_users_by_advisory_lock(connection: Connection, ids: Iterable[str]) -> N
 
     Stands in for `SELECT ... FOR UPDATE` over many users where Citus refuses it (a
     multi-shard query): ingest (`refresh_profiles`) and the stage refresh
-    (engine/lifecycle.py `_snapshot_dirty`) both lock this way on a distributed store,
+    (engine/lifecycle/dirty.py) both lock this way on a distributed store,
     so they still exclude each other, and in the same order, so they never deadlock.
     The locks live on the coordinator, where every Nudge connection is made.
     """
@@ -240,7 +240,7 @@ def _stamp(now: datetime) -> sa.ColumnElement:
 def flag_stage_dirty(connection: Connection, user_ids: sa.ColumnElement | Select | None) -> None:
     """Flag users whose profile changed (all users when None): their stage may have.
 
-    The next stage refresh (engine/lifecycle.py) then looks at them.
+    The next stage refresh (engine/lifecycle/) then looks at them.
     """
     dirty = users.update().values(stage_dirty=True)
     if user_ids is None:

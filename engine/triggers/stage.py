@@ -1,6 +1,6 @@
 """`stage: lapsed_member` — fires once per entry into the stage.
 
-An entry is a stage_memberships row (engine/lifecycle.py records them); its id is
+An entry is a stage_memberships row (engine/lifecycle/ records them); its id is
 the occurrence key, so a user who leaves and re-enters the stage is considered again,
 and one who stays is considered once.
 
