@@ -39,15 +39,23 @@ def settled(scratch: sa.Table, spec: PlanSpec) -> tuple[sa.ColumnElement, sa.Col
 # One definition with a fixed name (temporary tables are private to a connection): a
 # random name per run made every statement touching it a new one to compile, which was
 # most of an idle tick.
+def _occurrence_columns(ref_type: sa.types.TypeEngine) -> list[sa.Column]:
+    """The occurrence columns every trigger kind selects (engine.triggers.base)."""
+    return [
+        sa.Column("user_id", sa.String(128)),
+        sa.Column("occurrence_key", sa.String(128)),
+        sa.Column("occurred_at", UTCDateTime),
+        sa.Column("trigger_at", UTCDateTime),
+        sa.Column("event_id", sa.BigInteger),
+        sa.Column("occurrence_ref", ref_type),
+    ]
+
+
 _SCRATCH = sa.Table(
     "nudge_plan_scratch",
     sa.MetaData(),
-    sa.Column("user_id", sa.String(128)),
-    sa.Column("occurrence_key", sa.String(128)),
-    sa.Column("occurred_at", UTCDateTime),
-    sa.Column("trigger_at", UTCDateTime),
-    sa.Column("event_id", sa.BigInteger),
-    sa.Column("occurrence_ref", sa.String(32)),
+    # The candidates' reference is already its md5 (candidates.py): 32 characters.
+    *_occurrence_columns(sa.String(32)),
     sa.Column("outcome", sa.String(16)),
     sa.Column("reason", sa.String(64)),
     sa.Column("variant", sa.String(64)),
@@ -85,16 +93,11 @@ def count_outcomes(connection, scratch, spec: PlanSpec, outcome: RuleOutcome) ->
             outcome.variants[variant] = outcome.variants.get(variant, 0) + count
 
 
-# The occurrence columns every trigger kind selects (engine.triggers.base).
+# A trigger's occurrences as it selects them, its reference still in full.
 _OCCURRENCES = sa.Table(
     "nudge_plan_occurrences",
     sa.MetaData(),
-    sa.Column("user_id", sa.String(128)),
-    sa.Column("occurrence_key", sa.String(128)),
-    sa.Column("occurred_at", UTCDateTime),
-    sa.Column("trigger_at", UTCDateTime),
-    sa.Column("event_id", sa.BigInteger),
-    sa.Column("occurrence_ref", sa.Text),
+    *_occurrence_columns(sa.Text()),
     prefixes=["TEMPORARY"],
 )
 
