@@ -403,6 +403,8 @@ def _seed_decisions(store: Store, history: History) -> None:
                         "reason": None,
                         "variant": None,
                         "decided_at": decided_at,
+                        # As the engine writes them (never NULL since schema 0007).
+                        "occurred_at": decided_at,
                     }
                     for user_id, key, decided_at in rows
                 ],

@@ -128,6 +128,28 @@ def store_url(backend, project_dir, sqlite_template, request) -> str:
     return url
 
 
+@pytest.fixture
+def empty_url(backend, tmp_path):
+    """A database with no schema at all, on the parametrised backend."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.db'}"
+        return
+    base = os.environ.get("NUDGE_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    name = f"nudge_mig_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError:
+        service_missing("PostgreSQL is not reachable at NUDGE_TEST_POSTGRES_URL")
+    try:
+        yield sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
 def _truncate_all(url: str) -> None:
     engine = create_engine_for(url)
     # The install id and the change counter's row are made once by the migration, like

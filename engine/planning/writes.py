@@ -40,7 +40,9 @@ def record_decisions(connection, scratch, spec: PlanSpec, run_id: int, at: datet
         scratch.c.reason,
         variant,
         sa.literal(at, UTCDateTime),
-        scratch.c.occurred_at,
+        # Follow-ups wait from it through an index (migration 0007): never NULL, the
+        # decision instant when a trigger (a plugin's, say) gives none.
+        sa.func.coalesce(scratch.c.occurred_at, sa.literal(at, UTCDateTime)),
         scratch.c.trigger_at,
         scratch.c.event_id,
         scratch.c.occurrence_ref,

@@ -57,6 +57,9 @@ class Decision(SQLModel, table=True):
         ),
         Index("ix_decisions_user_rule", "user_id", "rule_id", "decided_at"),
         Index("ix_decisions_run", "run_id"),
+        # Follow-ups: the decisions due in a window, or decided since the last tick.
+        Index("ix_decisions_rule_occurred", "rule_id", "outcome", "occurred_at"),
+        Index("ix_decisions_rule_decided", "rule_id", "decided_at"),
         per_user(rowid_key="id"),
     )
 
@@ -72,6 +75,7 @@ class Decision(SQLModel, table=True):
     decided_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     # When the occurrence happened (the event's time, the stage's natural entry, the
     # schedule slot; for a follow-up, when it fell due): what `after:` waits from.
+    # Never NULL since schema 0007 (the decision instant when a trigger gives none).
     occurred_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     # The start of the chain: the occurrence itself, or for a follow-up the original
     # occurrence it follows (the add-to-cart of `after: cart-seen`). `since="trigger"`

@@ -34,18 +34,46 @@ LOOKBACK = timedelta(days=7)
 
 
 def followed_occurrence(d: sa.FromClause) -> sa.ColumnElement:
-    """When the followed occurrence happened (decisions older than schema 0002 have
-    only their decision time)."""
-    return sa.func.coalesce(d.c.occurred_at, d.c.decided_at)
+    """When the followed occurrence happened: never NULL since schema 0007 (which gave
+    older decisions their decision instant), so `(rule_id, outcome, occurred_at)` finds
+    the decisions due in a window."""
+    return d.c.occurred_at
 
 
-def occurrences(spec: TriggerSpec, ctx: TriggerContext) -> sa.Select:
-    d = decisions.alias("followed")
+def occurrences(spec: TriggerSpec, ctx: TriggerContext) -> sa.Select | sa.CompoundSelect:
+    """The followed decisions due in the look-back window; with `changed_since`, only
+    those that fell due since then, or were decided since then (a late-loaded
+    occurrence is decided now but was due long ago).
+
+    The second case is a separate, disjoint SELECT rather than an OR: each is then one
+    index range (`(rule_id, outcome, occurred_at)`, `(rule_id, decided_at)`), where an
+    OR let SQLite read the whole week of the followed rule's decisions every tick.
+    """
     wait = spec.wait or timedelta()
     due_by = ctx.at - wait
+    oldest = due_by - LOOKBACK
+    if ctx.changed_since is None:
+        return _due(spec, ctx, after=oldest, until=due_by)
+    # Fell due since the previous tick looked.
+    newly_due_after = max(oldest, ctx.changed_since - wait)
+    newly_due = _due(spec, ctx, after=newly_due_after, until=due_by)
+    if newly_due_after == oldest:
+        return newly_due
+    # Due earlier in the window, but decided only since then.
+    late = _due(
+        spec, ctx, after=oldest, until=min(due_by, newly_due_after), decided_after=ctx.changed_since
+    )
+    return sa.union_all(newly_due, late)
+
+
+def _due(spec: TriggerSpec, ctx: TriggerContext, *, after, until, decided_after=None) -> sa.Select:
+    """The followed rule's planned decisions that reached the user and whose followed
+    occurrence is in (after, until] (and that were decided after `decided_after`)."""
+    d = decisions.alias("followed")
+    wait = spec.wait or timedelta()
     anchor = followed_occurrence(d)
     dialect = ctx.connection.dialect.name
-    return sa.select(
+    query = sa.select(
         d.c.user_id,
         key_text("after", d.c.id).label("occurrence_key"),
         plus_duration(anchor, wait, dialect).label("occurred_at"),
@@ -57,22 +85,19 @@ def occurrences(spec: TriggerSpec, ctx: TriggerContext) -> sa.Select:
             + sa.literal(":", sa.String)
             + sa.func.coalesce(d.c.occurrence_ref, d.c.occurrence_key)
         ).label("occurrence_ref"),
-    ).where(
-        d.c.rule_id == spec.value,
-        d.c.outcome == "planned",
-        anchor <= due_by,
-        anchor > due_by - LOOKBACK,
-        reached(d.c.id),
-        *_changed(d, anchor, wait, ctx),
     )
-
-
-def _changed(d, anchor, wait, ctx: TriggerContext) -> list:
-    """Only decisions that fell due, or were made, since `changed_since` (a late-loaded
-    occurrence is decided now but was due long ago)."""
-    if ctx.changed_since is None:
-        return []
-    return [sa.or_(anchor > ctx.changed_since - wait, d.c.decided_at > ctx.changed_since)]
+    if decided_after is None:
+        window = [anchor > after, anchor <= until]
+    else:
+        # The few decided since then, found through `(rule_id, decided_at)`. The window
+        # is written so that no index serves it (occurred_at is never NULL, so this is
+        # the same test): SQLite, which plans without statistics, would otherwise
+        # prefer the two-sided range and read most of the week again.
+        unindexed = sa.func.coalesce(anchor, d.c.decided_at)
+        window = [d.c.decided_at > decided_after, unindexed > after, unindexed <= until]
+    return query.where(
+        d.c.rule_id == spec.value, d.c.outcome == "planned", *window, reached(d.c.id)
+    )
 
 
 def slot(spec: TriggerSpec, ctx: TriggerContext) -> str:

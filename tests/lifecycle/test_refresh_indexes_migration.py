@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import sqlalchemy as sa
 from alembic import command
 
@@ -15,7 +12,6 @@ from engine.lifecycle import refresh_stages
 from engine.store import Store
 from engine.store.database import create_engine_for
 from engine.store.migrations import alembic_config, current_revision, upgrade
-from tests.conftest import DEFAULT_POSTGRES_URL, service_missing
 
 T = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
 NEW_INDEXES = {
@@ -23,28 +19,6 @@ NEW_INDEXES = {
     "profiles": {"ix_profiles_first_seen_at": ["first_seen_at"]},
     "stage_memberships": {"ix_stage_memberships_recorded": ["recorded_at"]},
 }
-
-
-@pytest.fixture
-def empty_url(backend, tmp_path):
-    """A database with no schema at all, on the parametrised backend."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'old.db'}"
-        return
-    base = os.environ.get("NUDGE_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    name = f"nudge_mig_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError:
-        service_missing("PostgreSQL is not reachable at NUDGE_TEST_POSTGRES_URL")
-    try:
-        yield sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def _populate_0005(connection) -> None:
@@ -95,7 +69,7 @@ def test_0006_adds_the_refresh_indexes_and_keeps_the_data(empty_url):
             _populate_0005(connection)
         assert _indexes(engine) == {table: {} for table in NEW_INDEXES}
 
-        upgrade(store)
+        upgrade(store, "0006")
 
         assert current_revision(store) == "0006"
         assert _indexes(engine) == NEW_INDEXES

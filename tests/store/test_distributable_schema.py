@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -16,31 +14,9 @@ from engine.store import Store
 from engine.store.database import create_engine_for
 from engine.store.distribute import CitusUnavailable, distribute
 from engine.store.migrations import upgrade
-from tests.conftest import DEFAULT_POSTGRES_URL, make_settings, service_missing
+from tests.conftest import make_settings
 
 T = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def empty_url(backend, tmp_path):
-    """A database with no schema at all, on the parametrised backend."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'old.db'}"
-        return
-    base = os.environ.get("NUDGE_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    name = f"nudge_mig_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError:
-        service_missing("PostgreSQL is not reachable at NUDGE_TEST_POSTGRES_URL")
-    try:
-        yield sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def _populate_0001(connection) -> None:
