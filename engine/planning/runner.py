@@ -19,7 +19,8 @@ from engine import clock
 from engine.errors import Diagnostic, NotFoundError
 from engine.planning.compile import CompiledRule, RuleSet
 from engine.planning.outcome import RuleOutcome
-from engine.planning.pipeline import plan_rule
+from engine.planning.pipeline import FOLLOWED_COLUMNS, plan_rule
+from engine.planning.statistics import refresh_stale
 from engine.store import Store
 from engine.store.people import StageMembership
 
@@ -171,6 +172,8 @@ def evaluate(
                     )
                 )
             advance(1)
+        with connection.begin():
+            refresh_stale(connection, FOLLOWED_COLUMNS, fraction=0.0)  # statistics.py
     return result
 
 

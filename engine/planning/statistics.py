@@ -18,6 +18,11 @@ pending outbox row per followed decision, a nested loop over all users). So:
   columns planning reads are analysed. Statistics are only a hint: if the table's lock
   is not free at once (autovacuum or another daemon analysing it) the refresh is
   skipped, never waited for.
+- at the end of an evaluation that wrote ≥ MIN_ROWS rows, whatever their share of the
+  table, once: a rule whose decisions the statistics have never seen is estimated at
+  one row, and the next ticks' follow-up checks ("any of these occurrences not decided
+  yet?") were planned as a nested loop over thousands (230 ms at 200,000 users for 1,472
+  rows, every tick of the quarter hour after a sweep).
 """
 
 from __future__ import annotations
@@ -57,9 +62,15 @@ def note_written(connection: Connection, table: sa.Table, rows: int) -> None:
         pending[table.name] = pending.get(table.name, 0) + rows
 
 
-def refresh_stale(connection: Connection, tables: dict[sa.Table, tuple[str, ...]]) -> list[str]:
+def refresh_stale(
+    connection: Connection,
+    tables: dict[sa.Table, tuple[str, ...]],
+    *,
+    fraction: float = FRACTION,
+) -> list[str]:
     """Analyse (those columns of) each table whose statistics miss many rows this
-    connection wrote; returns the tables analysed."""
+    connection wrote (≥ MIN_ROWS, and ≥ `fraction` of the rows they describe); returns
+    the tables analysed."""
     if not collects_statistics(connection):
         return []
     pending = connection.info.setdefault(_PENDING, {})
@@ -73,7 +84,7 @@ def refresh_stale(connection: Connection, tables: dict[sa.Table, tuple[str, ...]
             {"name": table.name},
         ).scalar()
         # -1: never analysed; 0: analysed while empty.
-        if described is not None and described > 0 and written < FRACTION * described:
+        if described is not None and described > 0 and written < fraction * described:
             continue
         if _analyze_if_free(connection, table, columns):
             pending[table.name] = 0

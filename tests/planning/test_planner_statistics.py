@@ -85,3 +85,26 @@ def test_a_statistics_refresh_is_never_waited_for(store, settings, tmp_path):
     assert {o.rule_id: o for o in evaluation.outcomes}["sweep"].planned == USERS
     assert _described_rows(store, "decisions") < USERS  # skipped, not waited for
     assert _described_rows(store, "outbox") >= USERS
+
+
+def _estimated_rows(store, rule_id: str) -> int:
+    """What the planner expects `decisions WHERE rule_id = :rule_id` to return."""
+    with store.connect() as connection:
+        plan = connection.exec_driver_sql(
+            "EXPLAIN (FORMAT JSON) SELECT id FROM decisions WHERE rule_id = %(rule)s",
+            {"rule": rule_id},
+        ).scalar_one()
+    return plan[0]["Plan"]["Plan Rows"]
+
+
+@postgres_only
+def test_the_next_ticks_are_planned_with_the_rows_an_evaluation_wrote(store, settings, tmp_path):
+    """The follow-up writes its many decisions after everything it read was analysed:
+    statistics that never saw its rule estimate them at one row, and the next ticks'
+    checks of its occurrences against them were planned as a nested loop over all."""
+    _shop(store, settings, tmp_path)
+    evaluate(store, ruleset_for(settings), at=T)
+    later = evaluate(store, ruleset_for(settings), at=T + timedelta(minutes=1))
+    assert {o.rule_id: o for o in later.outcomes}["follow-up"].planned == USERS
+
+    assert _estimated_rows(store, "follow-up") >= USERS / 2
