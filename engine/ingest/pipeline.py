@@ -11,6 +11,7 @@ import can simply be run again (events are stored once, users are upserts).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,6 +48,17 @@ BATCH_SIZE = 50_000
 # after 6,250 rows are read instead of 50,000, and each next batch is read while the
 # previous one (half its size, about twice as slow to write as to read) is written.
 FIRST_BATCH_SIZE = 6_250
+# Events batches share a write transaction until it holds this many batches' worth of
+# rows (TRANSACTION_BATCHES x BATCH_SIZE) or has been open for TRANSACTION_SECONDS:
+# the profiles, stage flags and unsubscribes of its users are written once when it
+# ends, instead of once per batch (with 50,000 events over 100,000 users, most users
+# are in every batch, and each profile row written costs about as much as inserting
+# an event). Memory stays flat: a batch's rows are let go once written. The time
+# bound keeps new events reaching the daemons, and, on SQLite, keeps the one write
+# lock from being held for longer than a writer waits for it (busy_timeout, 30 s):
+# a transaction ends at the first batch written after TRANSACTION_SECONDS.
+TRANSACTION_BATCHES = 10
+TRANSACTION_SECONDS = {"sqlite": 10.0, "postgresql": 30.0}
 
 
 def ingest_files(
@@ -283,8 +295,47 @@ class _FileRun:
         batches = _batches(source, kind, settings)
         if kind == "events":
             batches = self._prepared(batches)
-        for batch in _prefetched(batches):
-            self._write(source.name, kind, batch, require_users)
+        shared: bool | None = None  # known once a transaction is open (it may ask)
+        # Batches written in the open transaction, with their rejects: accounted for
+        # (rejects file, report, progress) once it commits.
+        written: list[tuple[int, list[Reject]]] = []
+        rows = 0
+        transaction = None
+        connection = self.writer.connection
+        seconds = TRANSACTION_SECONDS.get(connection.dialect.name, 10.0)
+        opened = 0.0
+        try:
+            for batch in _prefetched(batches):
+                if batch.rows and transaction is None:
+                    transaction = connection.begin()
+                    opened = time.monotonic()
+                    if kind == "events":
+                        self.writer.begin_events()
+                    if shared is None:
+                        shared = kind == "events" and self.writer.batches_share_transactions
+                rejects = self._write(source.name, kind, batch, require_users)
+                # Only what the report needs is kept: the rows go (memory stays flat
+                # however many batches the transaction holds).
+                written.append((batch.rows_read, rejects))
+                rows += len(batch.rows)
+                del batch
+                if transaction is not None and (
+                    not shared
+                    or rows >= TRANSACTION_BATCHES * BATCH_SIZE
+                    or time.monotonic() - opened >= seconds
+                ):
+                    self._commit(kind, transaction)
+                    transaction, rows = None, 0
+                if transaction is None:
+                    self._account(written)
+                    written = []
+            if transaction is not None:
+                self._commit(kind, transaction)
+                transaction = None
+            self._account(written)
+        finally:
+            if transaction is not None and transaction.is_active:
+                transaction.rollback()
         self.report.rows_read += self.file.rows_read
 
     def _prepared(self, batches: Iterator[_Batch]) -> Iterator[_Batch]:
@@ -294,44 +345,54 @@ class _FileRun:
                 batch.prepared = self.writer.prepare_events(batch.rows)
             yield batch
 
-    def _write(self, name: str, kind: str, batch: _Batch, require_users: bool) -> None:
-        connection = self.writer.connection
+    def _write(self, name: str, kind: str, batch: _Batch, require_users: bool) -> list[Reject]:
+        """Write the batch in the open transaction; its rejects, unknown users included."""
         rejects = batch.rejects
-        if batch.rows:
-            with connection.begin():
-                if kind == "users":
-                    self.report.users_upserted += self.writer.write_users(batch.rows)
-                elif kind == "spend":
-                    self.report.spend_upserted += self.writer.write_spend(batch.rows)
-                else:
-                    result = self.writer.write_events(
-                        batch.rows, require_users=require_users, prepared=batch.prepared
+        if not batch.rows:
+            return rejects
+        if kind == "users":
+            self.report.users_upserted += self.writer.write_users(batch.rows)
+        elif kind == "spend":
+            self.report.spend_upserted += self.writer.write_spend(batch.rows)
+        else:
+            result = self.writer.add_events(
+                batch.rows, require_users=require_users, prepared=batch.prepared
+            )
+            self.report.events_inserted += result.inserted
+            self.report.duplicates_skipped += result.duplicates
+            self.report.users_created += result.users_created
+            if result.unknown_users:
+                rejects = rejects + [
+                    Reject(
+                        name,
+                        record.line,
+                        f"unknown user {row['user_id']!r}",
+                        raw_text(record),
                     )
-                    self.report.events_inserted += result.inserted
-                    self.report.duplicates_skipped += result.duplicates
-                    self.report.users_created += result.users_created
-                    if result.unknown_users:
-                        rejects = rejects + [
-                            Reject(
-                                name,
-                                record.line,
-                                f"unknown user {row['user_id']!r}",
-                                raw_text(record),
-                            )
-                            for row, record in zip(batch.rows, batch.records, strict=True)
-                            if row["user_id"] in result.unknown_users
-                        ]
-                if kind != "spend":  # no rule reads ad spend
-                    # Wakes the daemons: new data may give rules something to do.
-                    signal_change(connection)
-        # Rejects are written after the batch commits and in line order, so the rejects
-        # file lists exactly the rows that are not in the store.
-        for reject in sorted(rejects, key=lambda r: r.line):
-            self.rejects.write(self.rejects_path, reject)
-            self.report.add_reject(reject)
-        self.file.rows_read += batch.rows_read
-        self.file.rejected += len(rejects)
-        if self.file.rejected:
-            self.file.rejects_path = str(self.rejects_path)
-        if self.progress is not None and batch.rows_read:
-            self.progress(batch.rows_read)
+                    for row, record in zip(batch.rows, batch.records, strict=True)
+                    if row["user_id"] in result.unknown_users
+                ]
+        return rejects
+
+    def _commit(self, kind: str, transaction) -> None:
+        if kind == "events":
+            self.report.users_created += self.writer.end_events()
+        if kind != "spend":  # no rule reads ad spend
+            # Wakes the daemons: new data may give rules something to do.
+            signal_change(self.writer.connection)
+        transaction.commit()
+
+    def _account(self, written: list[tuple[int, list[Reject]]]) -> None:
+        """Report committed batches (rows read, rejects). Rejects are written after their
+        batch commits and in line order, so the rejects file lists exactly the rows not
+        in the store."""
+        for rows_read, rejects in written:
+            for reject in sorted(rejects, key=lambda r: r.line):
+                self.rejects.write(self.rejects_path, reject)
+                self.report.add_reject(reject)
+            self.file.rows_read += rows_read
+            self.file.rejected += len(rejects)
+            if self.file.rejected:
+                self.file.rejects_path = str(self.rejects_path)
+            if self.progress is not None and rows_read:
+                self.progress(rows_read)

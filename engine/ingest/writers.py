@@ -2,9 +2,10 @@
 
 Events are staged once per batch and converted by the database (event_staging.py): on
 SQLite one JSON document read back by `json_each` in a single INSERT ... SELECT, on
-PostgreSQL COPY into a TEMP staging table and one INSERT ... SELECT. Every statement
-after that is set-based too: bare users for unknown ids, the unsubscribe update and
-the profile refresh each run once per batch, never once per row. Users and ad spend
+PostgreSQL COPY into a TEMP staging table and one INSERT ... SELECT. Several batches
+may share a write transaction (`begin_events`, `add_events` per batch, `end_events`):
+bare users for unknown ids, the profile upkeep, the stage flags and the unsubscribe
+update run once per transaction, set-based, never once per row. Users and ad spend
 rows are upserted through Core executemany (SQLite) or the same COPY staging.
 """
 
@@ -29,7 +30,7 @@ from engine.ingest.event_staging import (
 )
 from engine.store.marketing import AdSpend
 from engine.store.people import Event, User, UserTag
-from engine.store.profiles import flag_stage_dirty, merge_into_profiles, profiles, refresh_profiles
+from engine.store.profiles import flag_stage_dirty, merge_into_profiles, refresh_profiles
 from engine.store.types import JsonDocument, UTCDateTime
 
 users = User.__table__
@@ -84,6 +85,27 @@ batch_users = sa.Table(
     sa.Column("unsubscribed", sa.Boolean, nullable=False),
     **_temp_options,
 )
+# The users of all the batches of one write transaction (several batches of a file
+# share one: engine/ingest/pipeline.py), each once, filled when it ends from the sets
+# the reader thread built (`PreparedEvents.user_set`).
+transaction_users = sa.Table(
+    "nudge_ingest_transaction_users",
+    _temp,
+    sa.Column("user_id", sa.String(128), nullable=False),
+    sa.Column("unsubscribed", sa.Boolean, nullable=False),
+    **_temp_options,
+)
+# PostgreSQL: the rows the transaction's event inserts wrote (RETURNING), added to the
+# profiles once when the transaction ends. SQLite finds them by rowid instead.
+inserted_events = sa.Table(
+    "nudge_ingest_inserted",
+    _temp,
+    sa.Column("user_id", events.c.user_id.type),
+    sa.Column("type", events.c.type.type),
+    sa.Column("occurred_at", events.c.occurred_at.type),
+    sa.Column("amount", events.c.amount.type),
+    **_temp_options,
+)
 staged_users = sa.Table(
     "nudge_ingest_users",
     _temp,
@@ -108,7 +130,14 @@ staged_spend = sa.Table(
     *(sa.Column(c.name, c.type) for c in ad_spend.c),
     **_temp_options,
 )
-TEMP_TABLES = (batch_users, staged_users, staged_events, staged_spend)
+TEMP_TABLES = (
+    batch_users,
+    transaction_users,
+    inserted_events,
+    staged_users,
+    staged_events,
+    staged_spend,
+)
 
 
 @dataclass
@@ -120,6 +149,9 @@ class PreparedEvents:
     user_ids: str = "[]"  # SQLite: JSON arrays of the batch's users, and of those
     unsubscribed: str = "[]"  # with an unsubscribe event
     copy_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    # The batch's users, and those with an unsubscribe event (both backends).
+    user_set: set[str] = field(default_factory=set)
+    unsubscribed_set: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -138,6 +170,14 @@ class BatchWriter:
         self.now = now
         self.is_postgres = connection.dialect.name == "postgresql"
         self.insert = postgresql.insert if self.is_postgres else sqlite.insert
+        # The events of the current write transaction (begin_events ... end_events).
+        self._batches = 0
+        self._before_id: int | None = None
+        self._require_users = False
+        self._users: set[str] = set()  # the transaction's users so far,
+        self._unsubscribed: set[str] = set()  # and those with an unsubscribe event
+        self._transaction: object | None = None  # the last one events were written in
+        self._transaction_users_filled = False
 
     # -- lifecycle of the temp tables
 
@@ -217,16 +257,20 @@ class BatchWriter:
         The pipeline calls this in its reader thread, so that building the SQLite JSON
         document or the COPY rows overlaps with the writing of the previous batch.
         """
-        if self.is_postgres:
-            return PreparedEvents(copy_rows=list(copy_rows(rows)))
-        # The batch's users for `batch_users`, as JSON arrays of ids: from Python sets,
-        # as one more json_each pass over the rows would cost SQLite more.
+        # The batch's users, as Python sets: one more pass over the rows in SQL would
+        # cost the database more.
         user_ids = {row["user_id"] for row in rows}
         unsubscribed = {row["user_id"] for row in rows if row["type"] == "unsubscribe"}
+        if self.is_postgres:
+            return PreparedEvents(
+                copy_rows=list(copy_rows(rows)), user_set=user_ids, unsubscribed_set=unsubscribed
+            )
         return PreparedEvents(
             documents=list(json_documents(rows)),
-            user_ids=orjson.dumps(list(user_ids)).decode(),
-            unsubscribed=orjson.dumps(list(unsubscribed)).decode(),
+            user_ids=_json_ids(user_ids),
+            unsubscribed=_json_ids(unsubscribed),
+            user_set=user_ids,
+            unsubscribed_set=unsubscribed,
         )
 
     def write_events(
@@ -238,21 +282,78 @@ class BatchWriter:
     ) -> EventBatchResult:
         """Insert a batch of events once each; keep users and profiles in step.
 
-        The rows are staged once (event_staging.py); every step after that is one
-        set-based statement over the staged batch: its users, the bare users, the
-        events, unsubscribes and profiles. Profiles grow by the events actually
-        inserted (a duplicate skipped by ON CONFLICT adds nothing); they are never
-        recomputed from all of a user's events.
+        A write transaction of one batch: `begin_events`, `add_events`, `end_events`,
+        in the caller's transaction.
+        """
+        self.begin_events()
+        result = self.add_events(rows, require_users=require_users, prepared=prepared)
+        result.users_created += self.end_events()
+        return result
+
+    @property
+    def batches_share_transactions(self) -> bool:
+        """Whether several event batches may share one write transaction.
+
+        Not on Citus, where each batch recomputes the profiles of its users and locks
+        them (advisory locks, in id order) as it goes: locks taken batch after batch
+        would not be in one order, and could deadlock with a stage refresh.
+        """
+        return not self._distributed()
+
+    def begin_events(self) -> None:
+        """Start the events of one write transaction (one batch or several).
+
+        The users of its events (bare users for unknown ids, stage flags,
+        unsubscribes) and the profiles are brought up to date once, by `end_events`,
+        for all the events the transaction inserted: a user in several of its batches
+        has their rows written once, not once per batch. Events and the profiles that
+        include them commit together.
+        """
+        self._batches = 0
+        self._users, self._unsubscribed = set(), set()
+        transaction = self.connection.get_transaction()
+        if self.is_postgres:
+            if transaction is self._transaction:
+                # Events already written in this transaction (the staging tables empty
+                # themselves only at commit).
+                names = (batch_users, staged_events, inserted_events, transaction_users)
+                self.connection.exec_driver_sql(f"TRUNCATE {', '.join(t.name for t in names)}")
+        else:
+            if self._transaction_users_filled:
+                self.connection.execute(transaction_users.delete())
+                self._transaction_users_filled = False
+            # One writer at a time, and rowids grow: the rows above the largest id
+            # before the transaction's first insert are exactly the ones it wrote.
+            self._before_id = self.connection.execute(sa.select(sa.func.max(events.c.id))).scalar()
+        self._transaction = transaction
+
+    def add_events(
+        self,
+        rows: list[dict[str, Any]],
+        *,
+        require_users: bool,
+        prepared: PreparedEvents | None = None,
+    ) -> EventBatchResult:
+        """Insert one batch of events once each (no duplicate of a stored event).
+
+        The rows are staged once (event_staging.py) and inserted by one INSERT ...
+        SELECT. Their users and profiles follow when the transaction ends
+        (`end_events`, which counts the bare users it creates): profiles grow by the
+        events actually inserted (a duplicate skipped by ON CONFLICT adds nothing);
+        they are never recomputed from all of a user's events. Under `require_users`,
+        the events of unknown users are left out (and returned).
         """
         if not rows:
             return EventBatchResult(0, 0, 0, set())
         if prepared is None:
             prepared = self.prepare_events(rows)
+        self._batches += 1
         if self.is_postgres and len(rows) > 5_000:
             # The batch's sorts and the profile aggregation in memory, not spilled to
             # temporary files (4 MB by default; a batch of 50,000 events needs ~20 MB).
             self.connection.exec_driver_sql("SET LOCAL work_mem = '64MB'")
-        self._stage_events(prepared)
+        distributed = self._distributed()
+        self._stage_events(prepared, with_batch_users=require_users or distributed)
         unknown: set[str] = set()
         created = 0
         if require_users:
@@ -262,17 +363,71 @@ class BatchWriter:
                     batch_users.delete().where(batch_users.c.user_id.in_(unknown))
                 )
                 rows = [row for row in rows if row["user_id"] not in unknown]
-        else:
-            created = self._create_bare_users()
-        if self._distributed():
+        elif distributed:
+            created = self._create_bare_users(batch_users)
+        if distributed:
             inserted = self._insert_events(prepared, only_known_users=bool(unknown))
             refresh_profiles(self.connection, sa.select(batch_users.c.user_id), self.now)
+            if any(row["type"] == "unsubscribe" for row in rows):
+                self._apply_unsubscribes(batch_users)
+            return EventBatchResult(inserted, len(rows) - inserted, created, unknown)
+        if self.is_postgres:
+            inserted = self._insert_events_returning(only_known_users=bool(unknown))
         else:
-            inserted = self._insert_events_and_profiles(prepared, only_known_users=bool(unknown))
-            flag_stage_dirty(self.connection, sa.select(batch_users.c.user_id))
-        if any(row["type"] == "unsubscribe" for row in rows):
-            self._apply_unsubscribes()
+            inserted = self._insert_events(prepared, only_known_users=bool(unknown))
+        self._users.update(prepared.user_set - unknown if unknown else prepared.user_set)
+        self._unsubscribed.update(prepared.unsubscribed_set)
+        self._require_users = require_users
         return EventBatchResult(inserted, len(rows) - inserted, created, unknown)
+
+    def end_events(self) -> int:
+        """Bring the transaction's users and profiles up to date; the users created.
+
+        Creates bare users for the unknown ids (unless users were required), adds what
+        the transaction inserted to the profiles, flags the stages of all its users
+        (their profile may have changed) and applies unsubscribes (the latest
+        unsubscribe event of each user wins).
+        """
+        if not self._batches or self._distributed():
+            return 0
+        self._fill_transaction_users()
+        touched = transaction_users
+        created = 0 if self._require_users else self._create_bare_users(touched)
+        if self.is_postgres:
+            new_rows = inserted_events
+        else:
+            # MATERIALIZED: a range scan of the new rowids; inlined, SQLite would rather
+            # scan all events in (user_id, ...) index order for the GROUP BY.
+            new_rows = (
+                sa.select(events.c.user_id, events.c.type, events.c.occurred_at, events.c.amount)
+                .where(events.c.id > (self._before_id or 0))
+                .cte("inserted_events")
+                .prefix_with("MATERIALIZED")
+            )
+        self.connection.execute(merge_into_profiles(self.connection, new_rows, self.now))
+        flag_stage_dirty(self.connection, sa.select(touched.c.user_id))
+        if self._unsubscribed & self._users:
+            self._apply_unsubscribes(touched)
+        self._batches = 0
+        self._users, self._unsubscribed = set(), set()
+        return created
+
+    def _fill_transaction_users(self) -> None:
+        """`transaction_users` := the transaction's users, each once, from Python's sets."""
+        self._transaction_users_filled = True
+        unsubscribed = self._unsubscribed & self._users
+        if self.is_postgres:
+            sql = f"COPY {transaction_users.name} (user_id, unsubscribed) FROM STDIN"
+            dbapi = self.connection.connection.driver_connection
+            with dbapi.cursor() as cursor, cursor.copy(sql) as copy:
+                write = copy.write_row
+                for user_id in self._users:
+                    write((user_id, user_id in unsubscribed))
+            return
+        self.connection.exec_driver_sql(
+            sqlite_insert_batch_users(transaction_users.name),
+            (_json_ids(self._users), _json_ids(unsubscribed)),
+        )
 
     def _distributed(self) -> bool:
         """On Citus, profiles are recomputed per touched user, as before: the
@@ -281,8 +436,16 @@ class BatchWriter:
 
         return users_distributed(self.connection)
 
-    def _stage_events(self, prepared: PreparedEvents) -> None:
-        """Stage the batch (PostgreSQL) and fill `batch_users` from it."""
+    def _stage_events(self, prepared: PreparedEvents, *, with_batch_users: bool) -> None:
+        """Stage the batch (PostgreSQL); fill `batch_users` from it if asked."""
+        if self.is_postgres and self._batches > 1:
+            # The staging tables empty themselves at commit; a later batch of the same
+            # transaction empties them itself.
+            self.connection.exec_driver_sql(f"TRUNCATE {batch_users.name}, {staged_events.name}")
+        if not with_batch_users:
+            if self.is_postgres:
+                self._copy_events(prepared.copy_rows)
+            return
         self._clear(batch_users)
         if self.is_postgres:
             self._copy_events(prepared.copy_rows)
@@ -304,11 +467,13 @@ class BatchWriter:
         )
         return set(self.connection.execute(query).scalars())
 
-    def _create_bare_users(self) -> int:
-        # Anonymous visitors exist before they sign up: an event creates its user.
+    def _create_bare_users(self, touched: sa.Table) -> int:
+        """Anonymous visitors exist before they sign up: an event creates its user.
+
+        `touched` (`batch_users` or `transaction_users`) holds the users of the events."""
         stamp = sa.literal(self.now, UTCDateTime)
         source = sa.select(
-            batch_users.c.user_id,
+            touched.c.user_id,
             sa.literal({}, JsonDocument),
             sa.false(),
             sa.false(),
@@ -319,8 +484,11 @@ class BatchWriter:
             # Only the unknown ones reach the insert: on PostgreSQL every row an
             # INSERT ... ON CONFLICT tries costs a speculative insertion, and most of a
             # batch's users are known. ON CONFLICT stays for concurrent writers.
-            ~sa.exists().where(users.c.id == batch_users.c.user_id)
+            ~sa.exists().where(users.c.id == touched.c.user_id)
         )
+        # In id order, so that concurrent writers create the users they share in one order
+        # (PostgreSQL could find them deadlocked otherwise).
+        source = source.order_by(touched.c.user_id)
         columns = ["id", "attributes", *CONSENT_COLUMNS, "created_at", "updated_at"]
         statement = (
             self.insert(users)
@@ -329,46 +497,22 @@ class BatchWriter:
         )
         return self._count(statement)
 
-    def _insert_events_and_profiles(
-        self, prepared: PreparedEvents, *, only_known_users: bool
-    ) -> int:
-        """Insert the staged events; add the ones inserted to their profiles."""
-        if not self.is_postgres:
-            # One writer at a time, and rowids grow: the rows above the largest id
-            # before the insert are exactly the ones it wrote.
-            before = self.connection.execute(sa.select(sa.func.max(events.c.id))).scalar()
-            inserted = self._insert_events(prepared, only_known_users=only_known_users)
-            if inserted:
-                # MATERIALIZED: a range scan of the new rowids; inlined, SQLite would
-                # rather scan all events in (user_id, ...) index order for the GROUP BY.
-                new_rows = (
-                    sa.select(
-                        events.c.user_id, events.c.type, events.c.occurred_at, events.c.amount
-                    )
-                    .where(events.c.id > (before or 0))
-                    .cte("inserted_events")
-                    .prefix_with("MATERIALIZED")
-                )
-                self.connection.execute(merge_into_profiles(self.connection, new_rows, self.now))
-            return inserted
-        # PostgreSQL: the ids of concurrent writers interleave, so the insert hands its
-        # rows to the profile upsert directly, in one statement (data-modifying CTE).
+    def _insert_events_returning(self, *, only_known_users: bool) -> int:
+        """PostgreSQL: insert the staged events; keep the rows written for `end_events`.
+
+        The ids of concurrent writers interleave, so the insert hands the rows it wrote
+        to `inserted_events` directly, in one statement (data-modifying CTE); a
+        duplicate skipped by ON CONFLICT is not among them.
+        """
         new_rows = (
             self._events_insert(only_known_users)
             .returning(events.c.user_id, events.c.type, events.c.occurred_at, events.c.amount)
-            .cte("inserted_events")
+            .cte("new_rows")
         )
-        merged = (
-            merge_into_profiles(self.connection, new_rows, self.now)
-            .returning(profiles.c.user_id)
-            .cte("merged_profiles")
+        statement = inserted_events.insert().from_select(
+            ["user_id", "type", "occurred_at", "amount"], sa.select(new_rows)
         )
-        count = sa.select(sa.func.count()).select_from(new_rows).scalar_subquery()
-        # Selected so that the upsert is in the statement: SQLAlchemy renders only the
-        # CTEs a statement refers to (PostgreSQL then runs each to completion).
-        touched = sa.select(sa.func.count()).select_from(merged).scalar_subquery()
-        inserted, _ = self.connection.execute(sa.select(count, touched)).one()
-        return inserted
+        return self._count(statement)
 
     def _insert_events(self, prepared: PreparedEvents, *, only_known_users: bool) -> int:
         """INSERT ... SELECT from the staged batch, in index order; the rows written.
@@ -418,14 +562,16 @@ class BatchWriter:
             for values in rows:
                 write(values)
 
-    def _apply_unsubscribes(self) -> None:
-        # The latest unsubscribe wins, whatever order the events arrive in.
+    def _apply_unsubscribes(self, touched: sa.Table) -> None:
+        """The latest unsubscribe wins, whatever order the events arrive in.
+
+        `touched` is `batch_users` or `transaction_users`: its flagged users."""
         latest = (
             sa.select(sa.func.max(events.c.occurred_at))
             .where(events.c.user_id == users.c.id, events.c.type == "unsubscribe")
             .scalar_subquery()
         )
-        flagged = sa.select(batch_users.c.user_id).where(batch_users.c.unsubscribed)
+        flagged = sa.select(touched.c.user_id).where(touched.c.unsubscribed)
         self.connection.execute(
             users.update()
             .where(users.c.id.in_(flagged))
@@ -497,6 +643,10 @@ class BatchWriter:
 def _replaced(statement) -> dict[str, Any]:
     """ON CONFLICT DO UPDATE: the spend row of the import replaces the stored one."""
     return {name: statement.excluded[name] for name in SPEND_COLUMNS if name not in SPEND_KEY}
+
+
+def _json_ids(ids: Iterable[str]) -> str:
+    return orjson.dumps(list(ids)).decode()
 
 
 def _json_text(value: Any) -> str | None:
