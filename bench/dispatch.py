@@ -14,7 +14,9 @@ and the CPU each action cost the measured process (steadier than rates on a busy
   targets >= 20,000 actions/s on SQLite, >= 10,000/s on PostgreSQL;
 - smtp: coupon + email actions of templates/winback (the coupon issued by a first,
   untimed pass, as the planner's coupon action does), one SMTP connection to an
-  aiosmtpd sink; target >= 0.9x raw smtplib on one connection;
+  aiosmtpd sink, pipelined as by default (sent from a worker thread while the
+  dispatcher builds the next email; `--compare-sequential` also runs it sent from the
+  dispatcher's thread); target >= 0.9x raw smtplib on one connection;
 - smtp-pool: the same over `--connections` (default 4) pooled connections, against
   raw smtplib on as many threads; target >= 1,000 emails/s;
 - webhook / webhook-pool: signed POSTs over httpx keep-alive to a local HTTP sink,
@@ -53,6 +55,7 @@ from engine.config import RulesSettings, Settings  # noqa: E402
 from engine.delivery.channels import ChannelSet, NoopChannel  # noqa: E402
 from engine.delivery.channels.http import HttpChannel  # noqa: E402
 from engine.delivery.channels.smtp import SmtpChannel  # noqa: E402
+from engine.delivery.config import EmailConfig  # noqa: E402
 from engine.delivery.dispatcher import dispatch_until_idle  # noqa: E402
 from engine.store import Store  # noqa: E402
 from engine.store.database import create_engine_for  # noqa: E402
@@ -317,19 +320,33 @@ def limit_noop(backend: str, n: int, folder: Path, _sink, _width) -> float:
     return seconds
 
 
-def nudge_smtp(backend: str, n: int, folder: Path, sink: Sink, width: int) -> float:
+def nudge_smtp(
+    backend: str, n: int, folder: Path, sink: Sink, width: int, *, pipelined: bool | None = None
+) -> float:
+    """`pipelined`: None for the product's default (`[delivery.email] pipelined`)."""
+    if pipelined is None:
+        pipelined = EmailConfig().pipelined
     with Backend(backend, folder) as store:
         fill(store, n, [("coupon", COUPON, NOW), ("email", {"creative": "winback"}, EMAILS_DUE)])
         drain(store, ChannelSet({}), 500, NOW, n)  # the coupon actions: not timed
         before = sink.counts()
         pool = {"connections": width} if width > 1 else {}  # (runs on older code too)
-        channel = SmtpChannel("127.0.0.1", sink.port, **pool)
+        channel = SmtpChannel("127.0.0.1", sink.port, pipelined=pipelined, **pool)
         with ChannelSet({"email": channel}) as channels:
             seconds = timed(lambda: drain(store, channels, 500, EMAILS_DUE, n))
         assert sent_count(store, "email") == n
         _assert_received(sink, before, n)
         SAMPLE["smtp"] = (sink.counts()["bytes"] - before["bytes"]) // n
     return seconds
+
+
+# --compare-sequential: the smtp case also runs Nudge with its one connection not
+# pipelined (sent from the dispatcher's thread), alternating with the other two.
+COMPARE_SEQUENTIAL = False
+
+
+def nudge_smtp_sequential(backend: str, n: int, folder: Path, sink: Sink, width: int) -> float:
+    return nudge_smtp(backend, n, folder, sink, width, pipelined=False)
 
 
 def limit_smtp(_backend: str, n: int, _folder: Path, sink: Sink, width: int) -> float:
@@ -422,11 +439,14 @@ def measure(case: str, backend: str, n: int, width: int, repeat: int, folder: Pa
     nudge, limit, sink_kind = RUNS[base]
     width = width if case.endswith("-pool") else 1
     sink = Sink(sink_kind) if sink_kind else None
-    times: dict[str, list[float]] = {"nudge": [], "limit": []}
-    cpu: dict[str, list[float]] = {"nudge": [], "limit": []}
+    runs = [("nudge", nudge), ("limit", limit)]
+    if case == "smtp" and COMPARE_SEQUENTIAL:
+        runs.insert(1, ("sequential", nudge_smtp_sequential))
+    times: dict[str, list[float]] = {name: [] for name, _ in runs}
+    cpu: dict[str, list[float]] = {name: [] for name, _ in runs}
     try:
         for round_ in range(repeat):
-            order = [("nudge", nudge), ("limit", limit)]
+            order = runs
             for name, run in order if round_ % 2 == 0 else reversed(order):
                 times[name].append(run(backend, n, folder, sink, width))
                 cpu[name].append(CPU[-1])
@@ -445,7 +465,7 @@ def measure(case: str, backend: str, n: int, width: int, repeat: int, folder: Pa
         }
 
     nudge_rates, limit_rates = rates("nudge"), rates("limit")
-    return {
+    result = {
         "case": case,
         "backend": backend,
         "n": n,
@@ -454,6 +474,9 @@ def measure(case: str, backend: str, n: int, width: int, repeat: int, folder: Pa
         "limit": limit_rates,
         "ratio": round(nudge_rates["median"] / limit_rates["median"], 2),
     }
+    if "sequential" in times:
+        result["sequential"] = rates("sequential")
+    return result
 
 
 def main() -> None:
@@ -465,8 +488,15 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4, help="width of the -pool cases")
     parser.add_argument("--sink-in-process", action="store_true", help="sinks as threads")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--compare-sequential",
+        action="store_true",
+        help="smtp: also run Nudge with its one connection not pipelined",
+    )
     args = parser.parse_args()
     Sink.in_process = args.sink_in_process
+    global COMPARE_SEQUENTIAL
+    COMPARE_SEQUENTIAL = args.compare_sequential
     load_before = os.getloadavg()
     results = []
     with tempfile.TemporaryDirectory() as folder:
@@ -486,6 +516,14 @@ def main() -> None:
                         f"(limit {r['limit']['cpu_ms']:.3f})",
                         flush=True,
                     )
+                    if "sequential" in r:
+                        other = r["sequential"]
+                        print(
+                            f"{'':37}sequential {other['median']:>6}/s (best {other['best']:>6})  "
+                            f"ratio {other['median'] / r['limit']['median']:.2f}  "
+                            f"cpu/action {other['cpu_ms']:.3f} ms",
+                            flush=True,
+                        )
     load = {"before": load_before, "after": os.getloadavg()}
     machine = {
         "sinks": "threads of this process" if args.sink_in_process else "own processes",

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, wait
+from contextlib import ExitStack
 from typing import Any
 
 from pydantic import ValidationError
 
+from engine.delivery.channels.parallel import (
+    ParallelSends,
+    pipeline,
+    pipelined,
+    quick_switching,
+)
 from engine.delivery.context import (
     DeliveryContext,
     DeliveryFailure,
@@ -64,40 +71,80 @@ def send_each(
 
     A channel that takes several messages at once (`ctx.channels.parallel(name)`,
     engine.delivery.channels.parallel) gets each message on a worker thread once it is
-    built, up to its `concurrency` in flight; this returns when all have finished.
+    built, up to its `concurrency` in flight. A one-connection channel that is
+    `pipelined` (SMTP) gets them on one worker of this call, in order, one built
+    ahead: the next message is checked and built while the previous one waits for the
+    server. Either way this returns when all have finished.
     """
     before_send = getattr(ctx, "before_send", None)
-    parallel_of = getattr(ctx.channels, "parallel", None)
     outcomes: dict[int, Outcome] = {}
     in_flight: list[tuple[PlannedAction, Future]] = []
     unexpected: list[BaseException] = []  # errors that are bugs, not delivery failures
-    try:
-        for action, params in items:
-            pool = parallel_of(action.channel) if parallel_of is not None else None
-            if pool is None:
-                outcomes[action.id] = _send_here(ctx, action, params, before_send, build)
-                continue
-            if unexpected:
-                break  # as when sending one at a time: nothing more is sent (raised below)
-            # The slot first, then the last check: the message leaves once it is built.
-            pool.reserve()
-            try:
-                message = _checked_message(action, params, before_send, build)
-            except BaseException:
-                pool.cancel()
-                raise
-            if isinstance(message, Outcome):
-                pool.cancel()
-                outcomes[action.id] = message
-                continue
-            future = pool.submit(message)
-            future.add_done_callback(_note_unexpected(unexpected))
-            in_flight.append((action, future))
-    except BaseException:
-        wait([future for _, future in in_flight])  # never leave a send running unseen
-        raise
-    outcomes.update(_outcomes_of(in_flight))
+    with _Senders(ctx.channels) as senders:
+        try:
+            for action, params in items:
+                pool = senders.of(action.channel)
+                if pool is None:
+                    outcomes[action.id] = _send_here(ctx, action, params, before_send, build)
+                    continue
+                if unexpected:
+                    break  # as when sending one at a time: nothing more is sent (raised below)
+                # The slot first, then the last check: the message leaves once it is
+                # built (or, pipelined, once the message before it was answered).
+                pool.reserve()
+                try:
+                    message = _checked_message(action, params, before_send, build)
+                except BaseException:
+                    pool.cancel()
+                    raise
+                if isinstance(message, Outcome):
+                    pool.cancel()
+                    outcomes[action.id] = message
+                    continue
+                future = pool.submit(message)
+                future.add_done_callback(_note_unexpected(unexpected))
+                in_flight.append((action, future))
+        except BaseException:
+            wait([future for _, future in in_flight])  # never leave a send running unseen
+            raise
+        outcomes.update(_outcomes_of(in_flight))
     return outcomes
+
+
+class _Senders:
+    """The worker pools of one `send_each` call, by channel name: the channel set's
+    pool of a channel with `concurrency`, or a pipeline of this call for a `pipelined`
+    one-connection channel (closed, its sends finished, when the call ends); None for
+    a channel sent on the calling thread. While any is used, the GIL is handed over
+    quickly (parallel.quick_switching)."""
+
+    def __init__(self, channels):
+        self.channels = channels
+        self.found: dict[str, ParallelSends | None] = {}
+        self.stack = ExitStack()
+        self.switching = False
+
+    def of(self, name: str) -> ParallelSends | None:
+        if name in self.found:
+            return self.found[name]
+        parallel_of = getattr(self.channels, "parallel", None)
+        pool = parallel_of(name) if parallel_of is not None else None
+        if pool is None:
+            channel = self.channels.get(name)
+            if pipelined(channel):
+                pool = pipeline(channel, name)
+                self.stack.callback(pool.close)
+        if pool is not None and not self.switching:
+            self.stack.enter_context(quick_switching())
+            self.switching = True
+        self.found[name] = pool
+        return pool
+
+    def __enter__(self) -> _Senders:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stack.close()
 
 
 def _checked_message(action, params, before_send, build) -> Any | Outcome:

@@ -293,9 +293,22 @@ def _variables(
 
 
 def _setup(settings: Settings, creative: str, context: dict[str, Any]):
-    """What the surfaces of one message share: the creative, the locale, the environment."""
+    """What the surfaces of one message share: the creative, the locale, the environment.
+    The same for every message of a batch to users of one locale: looked up once per
+    snapshot (one batch) for (settings, creative, the user's locale)."""
+    requested = context["user"].get("locale")
+    key = ("message setup", id(settings), creative, requested)
+    found = environment.snapshot_cached(
+        key, lambda: (settings, _looked_up(settings, creative, requested))
+    )
+    if found[0] is settings:  # not another Settings that reuses a collected one's id
+        return found[1]
+    return _looked_up(settings, creative, requested)
+
+
+def _looked_up(settings: Settings, creative: str, requested: str | None):
     found = open_creative(settings, creative)
-    locale = choose_locale(context["user"].get("locale"), found.locales, settings.shop.locale)
+    locale = choose_locale(requested, found.locales, settings.shop.locale)
     templates = settings.templates_dir
     root = environment.snapshot_cached(("resolved", templates), templates.resolve)
     return found, locale, get_environment(root)
@@ -310,7 +323,8 @@ def _reused_blocks(env, locale: str, variables: dict[str, Any], memo: dict):
     any. The one made for the message's previous surface is used again when it would
     be the same: the variables differ only in names that the blocks template does not
     read and that no filter reads from the context (e.g. `surface`)."""
-    name = _blocks_name(env, locale)
+    key = ("blocks name", locale)
+    name = memo[key] if key in memo else memo.setdefault(key, _blocks_name(env, locale))
     if name is None:
         return None
     previous = memo.get(("blocks", name))

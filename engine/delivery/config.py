@@ -168,6 +168,10 @@ class EmailConfig(_Model):
     timeout: float = Field(default=30, gt=0)
     # SMTP connections used at once (a pool): that many emails are in flight together.
     connections: int = Field(default=1, ge=1, le=32)
+    # One connection: send from a worker thread while the dispatcher builds the next
+    # email (engine/delivery/channels/parallel.py). Worth it wherever the server's
+    # replies take longer than building an email; off only on a CPU-starved host.
+    pipelined: bool = True
     from_address: str = "shop@example.com"
     from_name: str | None = None
     reply_to: str | None = None

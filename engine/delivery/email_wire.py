@@ -33,7 +33,6 @@ from engine.delivery.email_message import (
 
 # smtplib flattens with the message's policy and CRLF line endings.
 _POLICY = QUICK_FOLDING.clone(linesep="\r\n")
-_NL = re.compile(r"\r\n|\r|\n")  # the generator's line splitting (email.feedparser.NLCRE)
 _FROM_LINE = re.compile(r"^From ", re.MULTILINE)  # mangled to ">From " (compat32)
 # Headers whose presence changes what send_message does (envelope, Bcc removal).
 _ENVELOPE_HEADERS = {"sender", "from", "to", "cc", "bcc", "resent-date", "resent-bcc"}
@@ -92,7 +91,11 @@ def _multipart_type(boundary: str) -> bytes:
 def _body(text: str) -> bytes:
     """A quoted-printable UTF-8 part's payload as the generator writes it."""
     encoded = quoprimime.body_encode(text.encode("utf-8").decode("latin1"))
-    return _NL.sub("\r\n", _FROM_LINE.sub(">From ", encoded)).encode("ascii")
+    if "From " in encoded:
+        encoded = _FROM_LINE.sub(">From ", encoded)
+    # body_encode ends lines with "\n" only: it splits on every line break and
+    # quotes any other line-breaking character (\v, \f, \x1c-\x1e, \x85).
+    return encoded.replace("\n", "\r\n").encode("ascii")
 
 
 def _part(text: str, subtype: str) -> bytes:
