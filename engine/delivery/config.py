@@ -169,9 +169,9 @@ class EmailConfig(_Model):
     # SMTP connections used at once (a pool): that many emails are in flight together.
     connections: int = Field(default=1, ge=1, le=32)
     # One connection: send from a worker thread while the dispatcher builds the next
-    # email (engine/delivery/channels/parallel.py). Worth it wherever the server's
-    # replies take longer than building an email; off only on a CPU-starved host.
-    pipelined: bool = True
+    # email (engine/delivery/channels/parallel.py). Off by default: measured, it gained
+    # 0-15 % on an idle host and lost 10-20 % on a busy one (bench/README.md).
+    pipelined: bool = False
     from_address: str = "shop@example.com"
     from_name: str | None = None
     reply_to: str | None = None

@@ -1,4 +1,4 @@
-"""One SMTP connection, pipelined (`[delivery.email] pipelined`, on by default): the next
+"""One SMTP connection, pipelined (`[delivery.email] pipelined`, off by default): the next
 email is checked and built while the previous one waits for the server
 (engine.delivery.channels.parallel.pipeline).
 
@@ -34,6 +34,7 @@ def smtp_store(store, sink, **delivery):
             "port": sink.port,
             "from_address": "hello@shop.example.com",
             "unsubscribe_url": "https://shop.example.com/u/{token}",
+            "pipelined": True,
         },
         **delivery,
     )
@@ -183,9 +184,9 @@ def test_the_switch_interval_is_short_only_while_emails_are_in_flight(store):
     assert sys.getswitchinterval() == before
 
 
-def test_one_connection_is_pipelined_unless_the_settings_say_otherwise(store):
+def test_one_connection_is_pipelined_when_the_settings_say_so(store):
     with SmtpSink() as sink:
-        for settings, pipelined in (({}, True), ({"pipelined": False}, False)):
+        for settings, pipelined in (({}, False), ({"pipelined": True}, True)):
             configured = with_delivery(
                 store,
                 email={"backend": "smtp", "host": "127.0.0.1", "port": sink.port, **settings},

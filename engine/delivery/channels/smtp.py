@@ -26,13 +26,13 @@ class SmtpChannel:
     sends that many messages at once (engine.delivery.channels.parallel), each on an
     idle connection, a new one opened while fewer than `connections` exist.
 
-    `pipelined` (one connection only; `[delivery.email] pipelined`, on by default):
+    `pipelined` (one connection only; `[delivery.email] pipelined`, off by default):
     sent from one worker thread, in order, while the dispatcher builds the next message
     (engine.delivery.channels.parallel.pipeline). Measured against a local sink on 2
-    cores (bench/README.md): +15 % emails/s on a quiet machine, 10-20 % fewer on a
-    saturated one (GIL hand-overs around each socket call cost more than the overlap
-    saves when no core is idle). A real server is farther away than a local sink, so
-    the time there is to overlap is longer.
+    cores (bench/README.md): 0-15 % more emails/s on an idle machine, at ~0.5 ms more
+    CPU per email, and 10-20 % fewer on a saturated one (the sender takes the GIL back
+    from the rendering thread around each socket call, which costs more than the
+    overlap saves when no core is idle).
     """
 
     def __init__(
