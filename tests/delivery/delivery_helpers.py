@@ -148,3 +148,20 @@ def with_delivery(store, **delivery):
     rules = store.settings.rules.model_copy(update={"templates": str(REPO_TEMPLATES)})
     settings = store.settings.model_copy(update={"delivery": delivery, "rules": rules})
     return Store(engine=store.engine, settings=settings)
+
+
+def smtp_store(store, sink, email=None, **delivery):
+    """The same store sending email over SMTP to `sink` (a sinks.SmtpSink), with more
+    `[delivery.email]` settings in `email` and other `[delivery]` sections."""
+    return with_delivery(
+        store,
+        email={
+            "backend": "smtp",
+            "host": "127.0.0.1",
+            "port": sink.port,
+            "from_address": "hello@shop.example.com",
+            "unsubscribe_url": "https://shop.example.com/u/{token}",
+            **(email or {}),
+        },
+        **delivery,
+    )

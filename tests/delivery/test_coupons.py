@@ -15,6 +15,7 @@ from delivery_helpers import (
     outbox_rows,
     plan,
     plan_with_offer,
+    smtp_store,
     with_delivery,
 )
 from sinks import HttpSink, SmtpSink
@@ -253,19 +254,6 @@ def test_a_code_is_valid_up_to_and_including_its_expiry_instant(store):
 
 
 # ---- coupons whose carrying message never reached the shopper are void
-
-
-def smtp_store(store, sink):
-    return with_delivery(
-        store,
-        email={
-            "backend": "smtp",
-            "host": "127.0.0.1",
-            "port": sink.port,
-            "from_address": "hello@shop.example.com",
-            "unsubscribe_url": "https://shop.example.com/u/{token}",
-        },
-    )
 
 
 def dispatch(store, now, **kw):

@@ -28,6 +28,7 @@ from delivery_helpers import (
     outbox_rows,
     plan,
     plan_with_offer,
+    smtp_store,
     with_delivery,
 )
 from sinks import HttpSink, SmtpSink
@@ -131,23 +132,9 @@ def test_a_rule_edit_is_used_by_the_next_batch(store):
     assert second.reasons == {"flight_over": 1}
 
 
-def _smtp_store(store, sink, connections):
-    return with_delivery(
-        store,
-        email={
-            "backend": "smtp",
-            "host": "127.0.0.1",
-            "port": sink.port,
-            "connections": connections,
-            "from_address": "hello@shop.example.com",
-            "unsubscribe_url": "https://shop.example.com/u/{token}",
-        },
-    )
-
-
 def test_a_pool_sends_each_email_once_and_records_refusals(store):
     with SmtpSink(refuse={"u3@example.com"}) as sink:
-        store = _smtp_store(store, sink, connections=3)
+        store = smtp_store(store, sink, {"connections": 3})
         add_users(store, *({"id": f"u{i}", "locale": "en"} for i in range(12)))
         for i in range(12):
             plan_with_offer(store, "email", f"u{i}", {"creative": "winback"})
@@ -181,7 +168,7 @@ def test_concurrent_webhooks_are_retried_and_never_sent_twice(store):
 def test_a_stop_lets_sends_in_flight_finish_and_releases_the_rest(store):
     stop = threading.Event()
     with SmtpSink(on_message=lambda number, _m: number == 2 and stop.set()) as sink:
-        store = _smtp_store(store, sink, connections=2)
+        store = smtp_store(store, sink, {"connections": 2})
         add_users(store, *({"id": f"u{i}", "locale": "en"} for i in range(10)))
         for i in range(10):
             plan_with_offer(store, "email", f"u{i}", {"creative": "winback"}, priority=-1)

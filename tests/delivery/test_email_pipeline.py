@@ -15,29 +15,23 @@ import threading
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
 
-from delivery_helpers import T0, Clock, add_users, outbox_rows, plan_with_offer, with_delivery
+from delivery_helpers import (
+    T0,
+    Clock,
+    add_users,
+    outbox_rows,
+    plan_with_offer,
+    smtp_store,
+    with_delivery,
+)
 from sinks import SmtpSink
 
 from engine.delivery.channels import build_channels
 from engine.delivery.channels.parallel import SWITCH_INTERVAL
 from engine.delivery.dispatcher import dispatch_until_idle
 
+PIPELINED = {"pipelined": True}
 WAIT = 10  # seconds a sink waits for what the test expects (never reached when right)
-
-
-def smtp_store(store, sink, **delivery):
-    return with_delivery(
-        store,
-        email={
-            "backend": "smtp",
-            "host": "127.0.0.1",
-            "port": sink.port,
-            "from_address": "hello@shop.example.com",
-            "unsubscribe_url": "https://shop.example.com/u/{token}",
-            "pipelined": True,
-        },
-        **delivery,
-    )
 
 
 def _plan_emails(store, count: int) -> list[str]:
@@ -91,7 +85,7 @@ def test_the_next_email_is_checked_while_the_server_answers_the_previous_one(sto
 
     with SmtpSink(on_message=hold_first) as sink:
         # Neither the recheck nor the lease falls due while the clock ticks.
-        store = smtp_store(store, sink, recheck="1h", lease="1h")
+        store = smtp_store(store, sink, PIPELINED, recheck="1h", lease="1h")
         users = _plan_emails(store, 4)
         with build_channels(store.settings) as channels:
             report = dispatch_until_idle(store, clock=clock, worker_id="w", channels=channels)
@@ -122,7 +116,7 @@ def test_a_temporary_failure_in_the_middle_is_retried_and_the_rest_is_sent(store
     """The 2nd of 5 emails gets a 451 while the 3rd is already built: the 2nd is
     retried later (and sent then, once), the others are sent once, in order."""
     with _FailingSink({2}, "451 4.3.0 try again later") as sink:
-        store = smtp_store(store, sink, retry={"base": "1m"})
+        store = smtp_store(store, sink, PIPELINED, retry={"base": "1m"})
         users = _plan_emails(store, 5)
         with build_channels(store.settings) as channels:
             first = dispatch_until_idle(store, now=T0, worker_id="w", channels=channels)
@@ -142,7 +136,7 @@ def test_a_temporary_failure_in_the_middle_is_retried_and_the_rest_is_sent(store
 
 def test_a_permanent_failure_in_the_middle_is_dead_and_the_rest_is_sent(store):
     with _FailingSink({3}, "554 5.7.1 message refused") as sink:
-        store = smtp_store(store, sink)
+        store = smtp_store(store, sink, PIPELINED)
         _plan_emails(store, 5)
         with build_channels(store.settings) as channels:
             report = dispatch_until_idle(store, now=T0, worker_id="w", channels=channels)
@@ -157,7 +151,7 @@ def test_a_stop_lets_the_email_built_ahead_go_and_releases_the_rest(store):
     are sent and recorded as sent; no other email is sent; the rest is given back."""
     stop = threading.Event()
     with SmtpSink(on_message=lambda number, _m: number == 2 and stop.set()) as sink:
-        store = smtp_store(store, sink)
+        store = smtp_store(store, sink, PIPELINED)
         _plan_emails(store, 8)
         with build_channels(store.settings) as channels:
             report = dispatch_until_idle(
@@ -176,7 +170,7 @@ def test_the_switch_interval_is_short_only_while_emails_are_in_flight(store):
     before = sys.getswitchinterval()
     during = []
     with SmtpSink(on_message=lambda _n, _m: during.append(sys.getswitchinterval())) as sink:
-        store = smtp_store(store, sink)
+        store = smtp_store(store, sink, PIPELINED)
         _plan_emails(store, 2)
         with build_channels(store.settings) as channels:
             dispatch_until_idle(store, now=T0, worker_id="w", channels=channels)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import re
 
-from delivery_helpers import T0, add_users, outbox_rows, plan, plan_with_offer, with_delivery
+from delivery_helpers import (
+    T0,
+    add_users,
+    outbox_rows,
+    plan,
+    plan_with_offer,
+    smtp_store,
+    with_delivery,
+)
 from sinks import SmtpSink
 
 from engine.delivery.channels import ChannelSet, build_channels
@@ -12,19 +20,6 @@ from engine.delivery.channels.smtp import SmtpChannel
 from engine.delivery.dispatcher import dispatch_until_idle
 from engine.delivery.email_message import message_id
 from engine.delivery.unsubscribe import unsubscribe
-
-
-def smtp_store(store, sink):
-    return with_delivery(
-        store,
-        email={
-            "backend": "smtp",
-            "host": "127.0.0.1",
-            "port": sink.port,
-            "from_address": "hello@shop.example.com",
-            "unsubscribe_url": "https://shop.example.com/u/{token}",
-        },
-    )
 
 
 def test_one_message_per_action_with_headers_and_parts(store):

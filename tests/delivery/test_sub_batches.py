@@ -14,6 +14,7 @@ from delivery_helpers import (
     outbox_rows,
     plan,
     plan_with_offer,
+    smtp_store,
     with_delivery,
 )
 from sinks import HttpSink, SmtpSink
@@ -22,20 +23,6 @@ from engine.delivery.channels import ChannelSet, NoopChannel, build_channels
 from engine.delivery.channels.http import HttpChannel
 from engine.delivery.dispatcher import dispatch_until_idle
 from engine.delivery.unsubscribe import ensure_tokens, unsubscribe
-
-
-def smtp_store(store, sink, **delivery):
-    return with_delivery(
-        store,
-        email={
-            "backend": "smtp",
-            "host": "127.0.0.1",
-            "port": sink.port,
-            "from_address": "hello@shop.example.com",
-            "unsubscribe_url": "https://shop.example.com/u/{token}",
-        },
-        **delivery,
-    )
 
 
 def test_an_unsubscribe_committed_mid_batch_stops_the_rest_of_the_batch(store):
