@@ -30,8 +30,9 @@ from starlette.routing import Route
 
 from engine.ingest.money import ShopCurrency
 from engine.ingest.records import event_row, user_row
+from engine.ingest.temp_tables import TEMP_TABLES
 from engine.ingest.values import RowError
-from engine.ingest.writers import TEMP_TABLES, BatchWriter, events
+from engine.ingest.writers import BatchWriter, events
 from engine.serve.safety import TokenBucket
 from engine.store.changes import signal_change
 from engine.store.database import Store
