@@ -9,12 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.delivery.channels.parallel import (
-    ParallelSends,
-    pipeline,
-    pipelined,
-    quick_switching,
-)
+from engine.delivery.channels.parallel import ParallelSends, quick_switching
 from engine.delivery.context import (
     DeliveryContext,
     DeliveryFailure,
@@ -71,8 +66,8 @@ def send_each(
 
     A channel that takes several messages at once (`ctx.channels.parallel(name)`,
     engine.delivery.channels.parallel) gets each message on a worker thread once it is
-    built, up to its `concurrency` in flight. A one-connection channel that is
-    `pipelined` (SMTP) gets them on one worker of this call, in order, one built
+    built, up to its `concurrency` in flight; a one-connection channel that is
+    `pipelined` (SMTP, when asked) gets them on its one worker, in order, one built
     ahead: the next message is checked and built while the previous one waits for the
     server. Either way this returns when all have finished.
     """
@@ -112,33 +107,22 @@ def send_each(
 
 
 class _Senders:
-    """The worker pools of one `send_each` call, by channel name: the channel set's
-    pool of a channel with `concurrency`, or a pipeline of this call for a `pipelined`
-    one-connection channel (closed, its sends finished, when the call ends); None for
-    a channel sent on the calling thread. While any is used, the GIL is handed over
-    quickly (parallel.quick_switching)."""
+    """The channel set's worker pools of one `send_each` call, by channel name (None
+    for a channel sent on the calling thread). While any is used, the GIL is handed
+    over quickly (parallel.quick_switching)."""
 
     def __init__(self, channels):
-        self.channels = channels
+        self.parallel_of = getattr(channels, "parallel", None)
         self.found: dict[str, ParallelSends | None] = {}
         self.stack = ExitStack()
-        self.switching = False
 
     def of(self, name: str) -> ParallelSends | None:
-        if name in self.found:
-            return self.found[name]
-        parallel_of = getattr(self.channels, "parallel", None)
-        pool = parallel_of(name) if parallel_of is not None else None
-        if pool is None:
-            channel = self.channels.get(name)
-            if pipelined(channel):
-                pool = pipeline(channel, name)
-                self.stack.callback(pool.close)
-        if pool is not None and not self.switching:
-            self.stack.enter_context(quick_switching())
-            self.switching = True
-        self.found[name] = pool
-        return pool
+        if name not in self.found:
+            pool = self.parallel_of(name) if self.parallel_of is not None else None
+            if pool is not None and not any(self.found.values()):
+                self.stack.enter_context(quick_switching())
+            self.found[name] = pool
+        return self.found[name]
 
     def __enter__(self) -> _Senders:
         return self

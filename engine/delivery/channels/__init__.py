@@ -15,7 +15,7 @@ from datetime import datetime
 from email.message import Message
 from typing import Any, Protocol
 
-from engine.delivery.channels.parallel import ParallelSends, concurrency_of
+from engine.delivery.channels.parallel import ParallelSends, concurrency_of, pipeline, pipelined
 from engine.errors import ConfigError
 from engine.plugins import PluginError, PluginRegistry, describe
 
@@ -103,15 +103,20 @@ class ChannelSet:
             raise ConfigError(f"no delivery channel {name!r} is configured{hint}") from None
 
     def parallel(self, name: str):
-        """The sending pool of channel `name`, or None when it sends one at a time."""
+        """The sending pool of channel `name` (its `concurrency` workers, or one worker
+        with a message built ahead for a `pipelined` channel), or None when it sends on
+        the caller's thread."""
         channel = self.get(name)
         width = concurrency_of(channel)
-        if width <= 1:
+        if width <= 1 and not pipelined(channel):
             return None
         with self._lock:
             pool = self._parallel.get(name)
             if pool is None or pool.channel is not channel:
-                pool = self._parallel[name] = ParallelSends(channel, width, name)
+                fresh = (
+                    pipeline(channel, name) if width <= 1 else ParallelSends(channel, width, name)
+                )
+                pool = self._parallel[name] = fresh
             return pool
 
     def close(self) -> None:

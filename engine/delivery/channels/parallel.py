@@ -72,8 +72,8 @@ def pipelined(channel: Any) -> bool:
 
 
 def pipeline(channel: Any, name: str = "channel") -> ParallelSends:
-    """One worker sending `channel`'s messages in order, one built ahead; the caller
-    closes it (which waits for the sends in flight)."""
+    """One worker sending `channel`'s messages in order, one built ahead (the channel
+    set's pool of a `pipelined` channel; closing it waits for the sends in flight)."""
     return ParallelSends(channel, 1, f"{name}-pipeline", ahead=1)
 
 
