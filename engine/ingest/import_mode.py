@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import gc
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from engine import switch_interval
 
 # How often the reader thread hands the GIL to the writer thread when the writer asks
 # for it between two statements (see `import_mode`).
 SWITCH_INTERVAL = 0.0005
 _import_mode_lock = threading.Lock()
 _imports_running = 0
-_saved_process_state: tuple[bool, float] = (True, 0.005)
+_collector_was_enabled = True
 
 
 @contextmanager
@@ -30,22 +31,20 @@ def import_mode() -> Iterator[None]:
       5 ms, the short statements of a batch waited ~100 ms for it per batch).
 
     Counted, so that concurrent imports in one process restore them only when the
-    last one ends.
+    last one ends (the switch interval through engine/switch_interval.py, which other
+    work shortening it shares).
     """
-    global _imports_running, _saved_process_state
+    global _imports_running, _collector_was_enabled
     with _import_mode_lock:
         if _imports_running == 0:
-            _saved_process_state = (gc.isenabled(), sys.getswitchinterval())
+            _collector_was_enabled = gc.isenabled()
             gc.disable()
-            sys.setswitchinterval(min(SWITCH_INTERVAL, _saved_process_state[1]))
         _imports_running += 1
     try:
-        yield
+        with switch_interval.at_most(SWITCH_INTERVAL):
+            yield
     finally:
         with _import_mode_lock:
             _imports_running -= 1
-            if _imports_running == 0:
-                collector_enabled, interval = _saved_process_state
-                sys.setswitchinterval(interval)
-                if collector_enabled:
-                    gc.enable()
+            if _imports_running == 0 and _collector_was_enabled:
+                gc.enable()

@@ -52,3 +52,19 @@ def test_a_collector_switched_off_by_the_caller_stays_off(interpreter_state):
     with import_mode():
         pass
     assert not gc.isenabled()
+
+
+def test_an_import_and_sends_on_workers_share_the_switch_interval(interpreter_state):
+    """Both shorten the process-wide interval (engine/switch_interval.py): while both
+    run the shorter one holds, and whichever ends first leaves the other's in place."""
+    from engine.delivery.channels.parallel import SWITCH_INTERVAL as SENDING
+    from engine.delivery.channels.parallel import quick_switching
+
+    sys.setswitchinterval(0.004)
+    importing = import_mode()
+    importing.__enter__()
+    with quick_switching():
+        assert sys.getswitchinterval() == pytest.approx(SENDING)
+        importing.__exit__(None, None, None)
+        assert sys.getswitchinterval() == pytest.approx(SENDING)  # sends still running
+    assert sys.getswitchinterval() == pytest.approx(0.004)

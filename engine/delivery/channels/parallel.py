@@ -24,12 +24,11 @@ reply, several times per message (one per SMTP command).
 
 from __future__ import annotations
 
-import sys
 import threading
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
+
+from engine import switch_interval
 
 
 def concurrency_of(channel: Any) -> int:
@@ -79,33 +78,9 @@ def pipeline(channel: Any, name: str = "channel") -> ParallelSends:
 
 # The GIL switch interval while sends are in flight on workers (see the module's doc).
 SWITCH_INTERVAL = 0.0002
-_switching_lock = threading.Lock()
-_switching_users = 0
-_switching_saved: float | None = None
 
 
-@contextmanager
-def quick_switching() -> Iterator[None]:
+def quick_switching():
     """The GIL switch interval at most SWITCH_INTERVAL while this runs, then restored
-    (counted: concurrent users restore it when the last one ends; left alone if
-    someone else changed it in the meantime)."""
-    global _switching_users, _switching_saved
-    with _switching_lock:
-        if _switching_users == 0:
-            current = sys.getswitchinterval()
-            if current > SWITCH_INTERVAL:
-                _switching_saved = current
-                sys.setswitchinterval(SWITCH_INTERVAL)
-            else:
-                _switching_saved = None
-        _switching_users += 1
-    try:
-        yield
-    finally:
-        with _switching_lock:
-            _switching_users -= 1
-            if _switching_users == 0 and _switching_saved is not None:
-                # Restored only if nobody set another value while this ran.
-                if abs(sys.getswitchinterval() - SWITCH_INTERVAL) < 1e-9:
-                    sys.setswitchinterval(_switching_saved)
-                _switching_saved = None
+    (engine/switch_interval.py: shared with imports, counted across threads)."""
+    return switch_interval.at_most(SWITCH_INTERVAL)
