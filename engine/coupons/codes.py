@@ -18,7 +18,10 @@ def generate_code(length: int = 12, prefix: str | None = None) -> str:
     """A new printable code like 'WELCOME-7K3M-Q9TX-2BHD' (prefix optional)."""
     if length < 10:
         raise ValueError("coupon codes have at least 10 random symbols (50 bits)")
-    symbols = "".join(secrets.choice(ALPHABET) for _ in range(length))
+    # 32 symbols: five random bits each, drawn at once (one CSPRNG call per code, not
+    # one per symbol); uniform over every code of this length, as choice() per symbol is.
+    bits = secrets.randbits(5 * length)
+    symbols = "".join(ALPHABET[(bits >> (5 * i)) & 31] for i in range(length))
     groups = [symbols[i : i + GROUP] for i in range(0, length, GROUP)]
     return "-".join([prefix, *groups] if prefix else groups)
 

@@ -11,6 +11,7 @@ only the reserved ones become coupons.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,7 +45,12 @@ def expiry(issued_at: datetime, expires_in: str, zone: ZoneInfo) -> datetime:
 
 
 def _row(
-    action, params: CouponParams, now: datetime, currency: str, zone: ZoneInfo
+    action,
+    params: CouponParams,
+    now: datetime,
+    currency: str,
+    zone: ZoneInfo,
+    expiry_of: Callable[[str, ZoneInfo], datetime],
 ) -> dict[str, Any]:
     code = generate_code(params.length, params.prefix)
     return {
@@ -58,7 +64,7 @@ def _row(
         "currency": params.currency or currency,
         "min_order": params.min_order,
         "issued_at": now,
-        "expires_at": expiry(now, params.expires_in, zone),
+        "expires_at": expiry_of(params.expires_in, zone),
     }
 
 
@@ -76,7 +82,9 @@ def issue_coupons(
     Invalid params raise pydantic.ValidationError. `zone_of(user_id)` is the zone the
     user's messages print dates in (their own, else the shop's).
     """
-    pending = {a.idempotency_key: (a, CouponParams.model_validate(a.params)) for a in actions}
+    validated = _Validated()
+    pending = {a.idempotency_key: (a, validated(a.params)) for a in actions}
+    expiry_of = functools.cache(lambda expires_in, zone: expiry(now, expires_in, zone))
     keys = list(pending)
     for _ in range(MAX_COLLISION_ROUNDS):
         existing = _existing(connection, keys)
@@ -84,7 +92,7 @@ def issue_coupons(
         if not missing:
             return existing
         rows = [
-            _row(action, params, now, default_currency, zone_of(action.user_id))
+            _row(action, params, now, default_currency, zone_of(action.user_id), expiry_of)
             for action, params in (pending[k] for k in missing)
         ]
         # A colliding code (2**-60 odds) is not reserved and is retried next round.
@@ -135,4 +143,23 @@ def _release_unused(
 
 def _existing(connection: Connection, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
     query = sa.select(coupons).where(coupons.c.idempotency_key.in_(list(keys)))
-    return {row.idempotency_key: dict(row._mapping) for row in connection.execute(query)}
+    return {row.idempotency_key: row._asdict() for row in connection.execute(query)}
+
+
+class _Validated:
+    """CouponParams of each distinct params mapping, validated once per call: the
+    actions of one rule carry equal params (models are frozen, so sharing is safe)."""
+
+    def __init__(self):
+        self.seen: dict[Any, CouponParams] = {}
+
+    def __call__(self, params: dict[str, Any]) -> CouponParams:
+        try:
+            # With each value's type: 20 and 20.0 are equal keys, not equal Decimals.
+            key = tuple(sorted((name, type(value), value) for name, value in params.items()))
+            hash(key)
+        except TypeError:  # an unhashable value: invalid anyway, let pydantic say why
+            return CouponParams.model_validate(params)
+        if key not in self.seen:
+            self.seen[key] = CouponParams.model_validate(params)
+        return self.seen[key]

@@ -41,6 +41,10 @@ def test_codes_are_crockford_base32_with_optional_prefix():
         assert not set(symbols) & set("ILOU")
     assert len(generate_code(10, "WELCOME").split("-")) == 4  # WELCOME-XXXX-XXXX-XX
     assert generate_code(10, "WELCOME").startswith("WELCOME-")
+    # Every position draws from the whole alphabet (2,000 draws miss one of 32 symbols
+    # with odds of ~1e-26): no position is fixed or biased to a part of it.
+    for position in range(12):
+        assert {code.replace("-", "")[position] for code in codes} == set(ALPHABET)
 
 
 def test_normalisation_of_typed_codes():
@@ -411,3 +415,24 @@ def test_a_code_lasts_to_the_end_of_the_day_in_the_users_own_zone(store):
     assert coupons_of(store)[0]["expires_at"] == datetime(
         2026, 11, 18, 4, 59, 59, 999999, tzinfo=UTC
     )
+
+
+def test_codes_issued_together_each_last_to_their_own_users_day(store):
+    """One batch, the same rule's params, users in different zones and a second rule:
+    each code's last day is computed for its own user and its own duration."""
+    add_users(
+        store,
+        {"id": "ny", "timezone": "America/New_York"},
+        {"id": "sh", "timezone": "Asia/Shanghai"},
+        {"id": "ny2", "timezone": "America/New_York"},
+    )
+    plan(store, "coupon", "ny", {"value": 20, "expires_in": "7d"})
+    plan(store, "coupon", "sh", {"value": 20, "expires_in": "7d"})
+    plan(store, "coupon", "ny2", {"value": 20.0, "expires_in": "1d"})
+    dispatch_until_idle(store, now=T0, worker_id="w", channels=ChannelSet())
+    by_user = {row["user_id"]: row for row in coupons_of(store)}
+    # T0 is 21:00 on 10 November in New York and 10:00 on 11 November in Shanghai.
+    assert by_user["ny"]["expires_at"] == datetime(2026, 11, 18, 4, 59, 59, 999999, tzinfo=UTC)
+    assert by_user["sh"]["expires_at"] == datetime(2026, 11, 18, 15, 59, 59, 999999, tzinfo=UTC)
+    assert by_user["ny2"]["expires_at"] == datetime(2026, 11, 12, 4, 59, 59, 999999, tzinfo=UTC)
+    assert {row["value"] for row in by_user.values()} == {Decimal("20")}
