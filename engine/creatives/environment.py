@@ -269,8 +269,13 @@ class CreativeSandbox(ImmutableSandboxedEnvironment):
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - Jinja's signature
         _tick()
         if type(__obj) is Macro:
-            # What the sandbox and Context.call do with a macro (safely callable, takes
-            # no context), without their checks.
+            # A macro is safely callable and takes no context: called without the
+            # sandbox's checks. Deliberately also without the caller's evaluation
+            # context, which Jinja would pass: its output is then Markup (safe) by the
+            # escaping of the template the macro was written in, not the caller's. The
+            # shared blocks are plain text (.jinja), so an HTML surface escapes what
+            # they print, shopper names included; Jinja would insert them unescaped
+            # (test_html_surfaces_escape_what_the_shared_blocks_return).
             kwargs.pop("_block_vars", None)
             kwargs.pop("_loop_vars", None)
             try:

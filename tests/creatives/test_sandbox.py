@@ -177,3 +177,24 @@ def test_a_live_template_edit_that_does_not_compile_keeps_the_last_good_version(
     path.write_text("Hi {{ user.name }}", encoding="utf-8")
     os.utime(path, (path.stat().st_atime, path.stat().st_mtime + 10))
     assert render_creative(settings, "probe", "sms", context(settings)).text == "Hi Alex Morgan"
+
+
+def test_html_surfaces_escape_what_the_shared_blocks_return(tmp_path):
+    """The shared blocks are plain text (blocks.<locale>.jinja): an HTML surface escapes
+    what they print, shopper data included, as it escapes a variable. (Jinja itself
+    would mark a macro's output safe when an autoescaping template calls it, so a
+    name like `<b>x</b>` would reach the HTML as markup.) A macro written in an HTML
+    template is HTML already and is not escaped twice."""
+    settings = project(tmp_path / "shop")
+    write(
+        settings,
+        "probe/landing.en.html",
+        "{% macro bold(text) %}<b>{{ text }}</b>{% endmacro %}"
+        "<p>{{ blocks.greeting() }} {{ blocks.unsubscribe_question() }}</p>{{ bold(user.name) }}",
+    )
+    ctx = context(settings, name="<i>Tom</i>")
+    assert ctx["user"]["first_name"] == "<i>Tom</i>"
+    assert render_creative(settings, "probe", "landing", ctx).text == (
+        "<p>Hi &lt;i&gt;Tom&lt;/i&gt;, Don&#39;t want these emails?</p>"
+        "<b>&lt;i&gt;Tom&lt;/i&gt;</b>\n"
+    )
