@@ -9,6 +9,13 @@ marked sent by two hand-written statements per batch (noop), or the same number 
 messages of the same size sent with raw smtplib / httpx to the same sink. Nudge and
 its limit alternate, `--repeat` times; min and median are printed, and the ratio,
 and the CPU each action cost the measured process (steadier than rates on a busy machine).
+Where there is a sink, the CPU each message cost the sink process too (utime + stime
+from /proc/<pid>/stat, in clock ticks of 10 ms: use n >= 1,000), and from the two the
+bounds of a machine with 2 cores that runs both: 2 / (client + sink CPU) per second
+for a client that keeps both cores busy, 1 / (client + sink CPU) when client and sink
+take turns (one thread, nothing overlapped). The bounds leave out PostgreSQL's own CPU
+(another process on the same cores), and the sink's CPU per message is not a constant:
+it grows when messages come slower (a sink that sleeps between them wakes up for each).
 
 - noop: webhook actions into a channel that accepts everything (dispatcher overhead);
   targets >= 20,000 actions/s on SQLite, >= 10,000/s on PostgreSQL;
@@ -16,7 +23,9 @@ and the CPU each action cost the measured process (steadier than rates on a busy
   untimed pass, as the planner's coupon action does), one SMTP connection to an
   aiosmtpd sink, with the product's default `[delivery.email] pipelined`
   (`--compare-pipelining` also runs it with the other setting); target >= 0.9x raw
-  smtplib on one connection;
+  smtplib on one connection. A second limit, "by hand": the same templates rendered
+  with a plain Jinja sandbox, composed with email.message.EmailMessage and sent with
+  smtplib's send_message on one connection (bench/email_reference.py);
 - smtp-pool: the same over `--connections` (default 4) pooled connections, against
   raw smtplib on as many threads; target >= 1,000 emails/s;
 - webhook / webhook-pool: signed POSTs over httpx keep-alive to a local HTTP sink,
@@ -50,6 +59,8 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import email_reference  # noqa: E402 - bench/, beside this file
 
 from engine.config import RulesSettings, Settings  # noqa: E402
 from engine.delivery.channels import ChannelSet, NoopChannel  # noqa: E402
@@ -251,6 +262,20 @@ class Sink:
         self.pipe.send("count")
         return self.pipe.recv()
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU of the sink process so far (None for a thread, or without
+        /proc). Clock ticks: 10 ms steps on Linux."""
+        if self.in_process:
+            return None
+        try:
+            with open(f"/proc/{self.process.pid}/stat") as stat:
+                # Fields after the command name in parentheses: state is field 3,
+                # utime 14 and stime 15 (proc(5)).
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def close(self) -> None:
         self.pipe.send("stop")
         self.process.join(5)
@@ -259,17 +284,24 @@ class Sink:
 # --- Nudge and the limit, one run each -------------------------------------------------
 
 
-def timed(work) -> float:
-    """Wall seconds of work(); its CPU seconds (this process, all threads) go to CPU."""
+def timed(work, sink: Sink | None = None) -> float:
+    """Wall seconds of work(); its CPU seconds (this process, all threads) go to CPU,
+    those of the sink process during it to SINK_CPU."""
+    sink_cpu = sink.cpu_seconds() if sink is not None else None
     started, cpu = time.perf_counter(), time.process_time()
     work()
+    seconds = time.perf_counter() - started
     CPU.append(time.process_time() - cpu)
-    return time.perf_counter() - started
+    sink_after = sink.cpu_seconds() if sink_cpu is not None else None
+    SINK_CPU.append(None if sink_after is None else sink_after - sink_cpu)
+    return seconds
 
 
 # CPU seconds of each timed run, in order: on a shared machine the CPU an email costs
 # the measured process is steadier than its wall-clock rate.
 CPU: list[float] = []
+# The sink process's CPU seconds during each timed run (None: no sink, or a thread).
+SINK_CPU: list[float | None] = []
 
 
 def nudge_noop(backend: str, n: int, folder: Path, _sink, _width) -> float:
@@ -333,7 +365,7 @@ def nudge_smtp(
         pool = {"connections": width} if width > 1 else {}  # (runs on older code too)
         channel = SmtpChannel("127.0.0.1", sink.port, pipelined=pipelined, **pool)
         with ChannelSet({"email": channel}) as channels:
-            seconds = timed(lambda: drain(store, channels, 500, EMAILS_DUE, n))
+            seconds = timed(lambda: drain(store, channels, 500, EMAILS_DUE, n), sink)
         assert sent_count(store, "email") == n
         _assert_received(sink, before, n)
         SAMPLE["smtp"] = (sink.counts()["bytes"] - before["bytes"]) // n
@@ -362,8 +394,23 @@ def limit_smtp(_backend: str, n: int, _folder: Path, sink: Sink, width: int) -> 
                 head = f"Message-ID: <{i}.{uuid.uuid4().hex}@limit>\r\nSubject: x\r\n\r\n"
                 connection.sendmail("shop@example.com", [f"u{i}@example.com"], head.encode() + body)
 
-    seconds = timed(lambda: _in_threads(send, n, width))
+    seconds = timed(lambda: _in_threads(send, n, width), sink)
     _assert_received(sink, before, n)
+    return seconds
+
+
+def by_hand_smtp(_backend: str, n: int, _folder: Path, sink: Sink, _width: int) -> float:
+    """The smtp case's templates rendered, composed and sent by hand on one connection:
+    a plain Jinja sandbox, EmailMessage, send_message (bench/email_reference.py), with
+    the users' values prepared before the clock starts."""
+    renderer = email_reference.HandRenderer(ROOT / "templates")
+    expires_at = (NOW + timedelta(days=14)).date()  # COUPON's expires_in, from NOW
+    recipients = renderer.recipients(n, now=EMAILS_DUE, expires_at=expires_at)
+    before = sink.counts()
+    send = email_reference.send_all
+    seconds = timed(lambda: send(renderer, recipients, "127.0.0.1", sink.port), sink)
+    _assert_received(sink, before, n)
+    SAMPLE["by_hand"] = (sink.counts()["bytes"] - before["bytes"]) // n
     return seconds
 
 
@@ -374,7 +421,7 @@ def nudge_webhook(backend: str, n: int, folder: Path, sink: Sink, width: int) ->
         before = sink.counts()
         pool = {"concurrency": width} if width > 1 else {}
         with ChannelSet({"webhook": HttpChannel(**pool)}) as channels:
-            seconds = timed(lambda: drain(store, channels, 500, NOW, n))
+            seconds = timed(lambda: drain(store, channels, 500, NOW, n), sink)
         assert sent_count(store, "webhook") == n
         _assert_received(sink, before, n)
         SAMPLE["webhook"] = (sink.counts()["bytes"] - before["bytes"]) // n
@@ -396,7 +443,7 @@ def limit_webhook(_backend: str, n: int, _folder: Path, sink: Sink, width: int) 
                 headers = {"webhook-id": uuid.uuid4().hex, "content-type": "application/json"}
                 client.post(url, content=body, headers=headers).raise_for_status()
 
-        seconds = timed(lambda: _in_threads(send, n, width))
+        seconds = timed(lambda: _in_threads(send, n, width), sink)
     _assert_received(sink, before, n)
     return seconds
 
@@ -427,6 +474,8 @@ def _in_threads(send, n: int, width: int) -> None:
         thread.join()
 
 
+BY_HAND = "by_hand"  # result key of the "render by hand + smtplib" limit
+
 RUNS = {
     "noop": (nudge_noop, limit_noop, None),
     "smtp": (nudge_smtp, limit_smtp, "smtp"),
@@ -443,27 +492,41 @@ def measure(case: str, backend: str, n: int, width: int, repeat: int, folder: Pa
     runs = [("nudge", nudge), ("limit", limit)]
     if case == "smtp" and COMPARE_PIPELINING:
         runs.insert(1, (OTHER_PIPELINING, nudge_smtp_other))
+    if case == "smtp":  # one connection: the limit with the rendering done by hand
+        runs.append((BY_HAND, by_hand_smtp))
     times: dict[str, list[float]] = {name: [] for name, _ in runs}
     cpu: dict[str, list[float]] = {name: [] for name, _ in runs}
+    sink_cpu: dict[str, list[float | None]] = {name: [] for name, _ in runs}
     try:
         for round_ in range(repeat):
             order = runs
             for name, run in order if round_ % 2 == 0 else reversed(order):
                 times[name].append(run(backend, n, folder, sink, width))
                 cpu[name].append(CPU[-1])
+                sink_cpu[name].append(SINK_CPU[-1])
     finally:
         if sink is not None:
             sink.close()
 
     def rates(name: str) -> dict:
         seconds = times[name]
-        return {
+        result = {
             "best": round(n / min(seconds)),
             "median": round(n / statistics.median(seconds)),
             "seconds": [round(s, 3) for s in seconds],
             # CPU of the measured process per action, median (ms).
             "cpu_ms": round(statistics.median(cpu[name]) * 1000 / n, 3),
         }
+        if sink is not None and None not in sink_cpu[name]:
+            # Per message the sink received (each run asserted it received n).
+            sink_ms = statistics.median(sink_cpu[name]) * 1000 / n
+            both_ms = statistics.median(cpu[name]) * 1000 / n + sink_ms
+            result["sink_cpu_ms"] = round(sink_ms, 3)
+            # What the CPU per message allows on 2 cores shared by client and sink:
+            # both cores busy, or client and sink taking turns (nothing overlapped).
+            result["bound_2_cores"] = round(2000 / both_ms) if both_ms else None
+            result["bound_serial"] = round(1000 / both_ms) if both_ms else None
+        return result
 
     nudge_rates, limit_rates = rates("nudge"), rates("limit")
     result = {
@@ -477,7 +540,44 @@ def measure(case: str, backend: str, n: int, width: int, repeat: int, folder: Pa
     }
     if OTHER_PIPELINING in times:
         result[OTHER_PIPELINING] = rates(OTHER_PIPELINING)
+    if BY_HAND in times:
+        by_hand = result[BY_HAND] = rates(BY_HAND)
+        result["ratio_by_hand"] = round(nudge_rates["median"] / by_hand["median"], 2)
+    if SAMPLE and base == "smtp":
+        # Message sizes the sink received: Nudge's; the by-hand one's differs a little.
+        result["bytes_per_email"] = {"nudge": SAMPLE.get("smtp"), BY_HAND: SAMPLE.get("by_hand")}
     return result
+
+
+def print_details(r: dict) -> None:
+    """The by-hand limit, the sink's CPU and the 2-core bounds, under a case's line."""
+    indent = " " * 37
+    if BY_HAND in r:
+        by_hand = r[BY_HAND]
+        print(
+            f"{indent}render by hand + smtplib {by_hand['median']:>6}/s "
+            f"(best {by_hand['best']:>6})  nudge/by-hand {r['ratio_by_hand']:.2f}  "
+            f"cpu/action {by_hand['cpu_ms']:.3f} ms",
+            flush=True,
+        )
+    names = [name for name in ("nudge", "limit", OTHER_PIPELINING, BY_HAND) if name in r]
+    measured = [(name, r[name]) for name in names if "sink_cpu_ms" in r[name]]
+    if not measured:
+        return
+    label = {"limit": "limit", BY_HAND: "by hand"}
+    print(
+        f"{indent}sink cpu/message: "
+        + ", ".join(f"{label.get(name, name)} {v['sink_cpu_ms']:.3f} ms" for name, v in measured),
+        flush=True,
+    )
+    print(
+        f"{indent}bound 2 cores / serial (1 / (client + sink cpu)): "
+        + ", ".join(
+            f"{label.get(name, name)} {v['bound_2_cores']}/{v['bound_serial']} /s"
+            for name, v in measured
+        ),
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -526,6 +626,7 @@ def main() -> None:
                             f"cpu/action {other['cpu_ms']:.3f} ms",
                             flush=True,
                         )
+                    print_details(r)
     load = {"before": load_before, "after": os.getloadavg()}
     machine = {
         "sinks": "threads of this process" if args.sink_in_process else "own processes",
