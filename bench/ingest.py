@@ -16,8 +16,8 @@ table, and each Nudge run (untimed) that the profiles it kept cover every stored
 once. (Nudge's first batches of a file are smaller, FIRST_BATCH_SIZE doubling up to
 BATCH_SIZE, to start writing sooner; the limit has nothing to overlap, and loads
 batches of BATCH_SIZE. Nudge writes several batches per transaction, up to
-TRANSACTION_BATCHES x BATCH_SIZE rows or TRANSACTION_SECONDS; the limit keeps one
-transaction per BATCH_SIZE rows, as in the figures recorded before, so its commits
+TRANSACTION_BATCHES x BATCH_SIZE rows or TRANSACTION_SECONDS, both per backend; the
+limit keeps one transaction per BATCH_SIZE rows, as in the figures recorded before, so its commits
 are more frequent than Nudge's.)
 
 Targets (issue 12): >= 0.7 x the limit on each backend, and >= 50,000 events/s.

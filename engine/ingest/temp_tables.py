@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from engine.ingest.event_staging import EVENT_FIELDS
+from engine.ingest.event_staging import EVENT_COPY_COLUMNS
 from engine.store.marketing import AdSpend
 from engine.store.people import Event, User
 from engine.store.types import UTCDateTime
@@ -48,7 +48,8 @@ transaction_users = sa.Table(
     sa.Column("unsubscribed", sa.Boolean, nullable=False),
     **_temp_options,
 )
-# PostgreSQL: the rows the transaction's event inserts wrote (RETURNING), added to the
+# PostgreSQL: the rows the transaction's event inserts wrote (COPYed beside a batch
+# COPYed straight into events, or RETURNING of the staged insert), added to the
 # profiles once when the transaction ends. SQLite finds them by rowid instead.
 inserted_events = sa.Table(
     "nudge_ingest_inserted",
@@ -71,10 +72,12 @@ staged_users = sa.Table(
     sa.Column("has_tags", sa.Boolean, nullable=False),
     **_temp_options,
 )
+# The columns of a COPY into `events` (ingested_at included), so that the COPY text of
+# a batch fits either: the staging table is its fallback (engine/ingest/writers.py).
 staged_events = sa.Table(
     "nudge_ingest_events",
     _temp,
-    *(sa.Column(c.name, c.type) for c in events.c if c.name in EVENT_FIELDS),
+    *(sa.Column(c.name, c.type) for c in events.c if c.name in EVENT_COPY_COLUMNS),
     **_temp_options,
 )
 staged_spend = sa.Table(

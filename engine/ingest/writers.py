@@ -1,11 +1,15 @@
 """Bulk writers: one batch of validated rows -> the store, set-based, in one transaction.
 
 Events are staged once per batch and converted by the database (event_staging.py): on
-SQLite one JSON document read back by `json_each` in a single INSERT ... SELECT, on
-PostgreSQL COPY into a TEMP staging table and one INSERT ... SELECT. Several batches
-may share a write transaction (`begin_events`, `add_events` per batch, `end_events`):
-bare users for unknown ids, the profile upkeep, the stage flags and the unsubscribe
-update run once per transaction, set-based, never once per row. Users and ad spend
+SQLite one JSON document read back by `json_each` in a single INSERT ... SELECT; on
+PostgreSQL the batch's COPY text, built in the reader thread, is COPYed straight into
+`events` (and the columns the profiles need into `inserted_events`) under a savepoint,
+and only when that meets a row already stored (or one twice in the batch) is it rolled
+back and taken the old way: COPY into a TEMP staging table and one INSERT ... SELECT
+... ON CONFLICT DO NOTHING. Several batches may share a write transaction
+(`begin_events`, `add_events` per batch, `end_events`): bare users for unknown ids,
+the profile upkeep, the stage flags and the unsubscribe update run once per
+transaction, set-based, never once per row. Users and ad spend
 rows are upserted through Core executemany (SQLite) or the same COPY staging.
 """
 
@@ -17,13 +21,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.ingest.event_staging import (
-    EVENT_FIELDS,
-    copy_rows,
+    EVENT_COPY_COLUMNS,
+    INSERTED_FIELDS,
+    CopyContext,
+    CopyText,
+    copy_text,
     json_documents,
     sqlite_insert_batch_users,
     sqlite_insert_events,
@@ -81,12 +89,12 @@ SPEND_KEY = ("date", "channel", "campaign")
 @dataclass
 class PreparedEvents:
     """A batch of events as the database is sent it: SQLite JSON documents, or
-    PostgreSQL COPY rows (event_staging.py)."""
+    PostgreSQL COPY text (event_staging.py)."""
 
     documents: list[str] = field(default_factory=list)
     user_ids: str = "[]"  # SQLite: JSON arrays of the batch's users, and of those
     unsubscribed: str = "[]"  # with an unsubscribe event
-    copy_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    copy: CopyText | None = None
     # The batch's users, and those with an unsubscribe event (both backends).
     user_set: set[str] = field(default_factory=set)
     unsubscribed_set: set[str] = field(default_factory=set)
@@ -116,6 +124,8 @@ class BatchWriter:
         self._unsubscribed: set[str] = set()  # and those with an unsubscribe event
         self._transaction: object | None = None  # the last one events were written in
         self._transaction_users_filled = False
+        self._staged = False  # whether the staging tables hold rows of this transaction
+        self._copy_context = _copy_context(connection) if self.is_postgres else None
 
     # -- lifecycle of the temp tables
 
@@ -201,7 +211,9 @@ class BatchWriter:
         unsubscribed = {row["user_id"] for row in rows if row["type"] == "unsubscribe"}
         if self.is_postgres:
             return PreparedEvents(
-                copy_rows=list(copy_rows(rows)), user_set=user_ids, unsubscribed_set=unsubscribed
+                copy=copy_text(rows, self.now, self._copy_context),
+                user_set=user_ids,
+                unsubscribed_set=unsubscribed,
             )
         return PreparedEvents(
             documents=list(json_documents(rows)),
@@ -251,6 +263,7 @@ class BatchWriter:
         self._users, self._unsubscribed = set(), set()
         transaction = self.connection.get_transaction()
         if self.is_postgres:
+            self._staged = False
             if transaction is self._transaction:
                 # Events already written in this transaction (the staging tables empty
                 # themselves only at commit).
@@ -291,7 +304,11 @@ class BatchWriter:
             # temporary files (4 MB by default; a batch of 50,000 events needs ~20 MB).
             self.connection.exec_driver_sql("SET LOCAL work_mem = '64MB'")
         distributed = self._distributed()
-        self._stage_events(prepared, with_batch_users=require_users or distributed)
+        # PostgreSQL, the common case: COPY straight into `events`, staging only if that
+        # meets a stored row (below). Unknown users and Citus need the staged rows first.
+        copy_first = self.is_postgres and not (require_users or distributed)
+        if not copy_first:
+            self._stage_events(prepared, with_batch_users=require_users or distributed)
         unknown: set[str] = set()
         created = 0
         if require_users:
@@ -309,7 +326,14 @@ class BatchWriter:
             if any(row["type"] == "unsubscribe" for row in rows):
                 self._apply_unsubscribes(batch_users)
             return EventBatchResult(inserted, len(rows) - inserted, created, unknown)
-        if self.is_postgres:
+        if copy_first:
+            copied = self._copy_new_events(prepared.copy)
+            if copied is not None:
+                inserted = copied
+            else:
+                self._stage_events(prepared, with_batch_users=False)
+                inserted = self._insert_events_returning(only_known_users=False)
+        elif self.is_postgres:
             inserted = self._insert_events_returning(only_known_users=bool(unknown))
         else:
             inserted = self._insert_events(prepared, only_known_users=bool(unknown))
@@ -376,17 +400,21 @@ class BatchWriter:
 
     def _stage_events(self, prepared: PreparedEvents, *, with_batch_users: bool) -> None:
         """Stage the batch (PostgreSQL); fill `batch_users` from it if asked."""
-        if self.is_postgres and self._batches > 1:
-            # The staging tables empty themselves at commit; a later batch of the same
-            # transaction empties them itself.
-            self.connection.exec_driver_sql(f"TRUNCATE {batch_users.name}, {staged_events.name}")
+        if self.is_postgres:
+            if self._staged:
+                # The staging tables empty themselves at commit; a later batch of the
+                # same transaction empties them itself.
+                self.connection.exec_driver_sql(
+                    f"TRUNCATE {batch_users.name}, {staged_events.name}"
+                )
+            self._staged = True
         if not with_batch_users:
             if self.is_postgres:
-                self._copy_events(prepared.copy_rows)
+                self._copy_text(staged_events, EVENT_COPY_COLUMNS, prepared.copy.events)
             return
         self._clear(batch_users)
         if self.is_postgres:
-            self._copy_events(prepared.copy_rows)
+            self._copy_text(staged_events, EVENT_COPY_COLUMNS, prepared.copy.events)
             s = staged_events
             unsubscribed = sa.func.bool_or(s.c.type == "unsubscribe")
             source = sa.select(s.c.user_id, unsubscribed).group_by(s.c.user_id)
@@ -477,7 +505,7 @@ class BatchWriter:
     def _events_insert(self, only_known_users: bool):
         """PostgreSQL: INSERT INTO events SELECT the staged rows ON CONFLICT DO NOTHING."""
         s = staged_events
-        source = sa.select(*(s.c[name] for name in EVENT_FIELDS), sa.literal(self.now, UTCDateTime))
+        source = sa.select(*(s.c[name] for name in EVENT_COPY_COLUMNS))
         if only_known_users:
             source = source.where(s.c.user_id.in_(sa.select(batch_users.c.user_id)))
         # Code-point order, and COPY order (ctid) for ties, as Python's stable sort of
@@ -487,18 +515,41 @@ class BatchWriter:
         )
         return (
             postgresql.insert(events)
-            .from_select([*EVENT_FIELDS, "ingested_at"], source)
+            .from_select(list(EVENT_COPY_COLUMNS), source)
             .on_conflict_do_nothing(index_elements=["user_id", "source_id"])
         )
 
-    def _copy_events(self, rows: list[tuple[Any, ...]]) -> None:
-        """COPY the batch into the staging table, in the order of the rows."""
-        sql = f"COPY {staged_events.name} ({', '.join(EVENT_FIELDS)}) FROM STDIN"
+    def _copy_new_events(self, text: CopyText) -> int | None:
+        """PostgreSQL: COPY the batch straight into `events`; the rows, or None if one of
+        them is already stored (or twice in the batch), when nothing was written.
+
+        The fast path: a COPY costs the server about what the INSERT ... SELECT ... ON
+        CONFLICT DO NOTHING of the staged rows costs, without the staging and the
+        statement's per-row conflict checks and RETURNING. The columns the profiles need
+        go to `inserted_events` as RETURNING would have put them. Under a savepoint:
+        the unique key refuses a row already stored (by this import's earlier batches,
+        a previous import or a concurrent one, which it waits for as ON CONFLICT does),
+        and the savepoint's rollback leaves the transaction as it was before the batch,
+        for the staging path to decide which rows are new. Every row is new when the
+        COPY succeeds, so the order of rows decides nothing; it is index order anyway
+        (event_staging.copy_text).
+        """
+        try:
+            with self.connection.begin_nested():
+                copied = self._copy_text(events, EVENT_COPY_COLUMNS, text.events)
+                self._copy_text(inserted_events, INSERTED_FIELDS, text.inserted)
+        except psycopg.errors.UniqueViolation:
+            return None
+        return copied
+
+    def _copy_text(self, table: sa.Table, columns: Sequence[str], text: bytes) -> int:
+        """COPY text (event_staging.copy_text) into the table, in one buffer; the rows."""
+        sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
         dbapi = self.connection.connection.driver_connection
-        with dbapi.cursor() as cursor, cursor.copy(sql) as copy:
-            write = copy.write_row
-            for values in rows:
-                write(values)
+        with dbapi.cursor() as cursor:
+            with cursor.copy(sql) as copy:
+                copy.write(memoryview(text))
+            return cursor.rowcount
 
     def _apply_unsubscribes(self, touched: sa.Table) -> None:
         """The latest unsubscribe wins, whatever order the events arrive in.
@@ -576,6 +627,14 @@ class BatchWriter:
             else:
                 for row in rows:
                     write([row[c] for c in columns])
+
+
+def _copy_context(connection: Connection) -> CopyContext:
+    """The adapters of the connection, for the reader thread to format COPY text with."""
+    dbapi = connection.connection.driver_connection
+    if dbapi.info.encoding == "utf-8":
+        return CopyContext(dbapi.adapters)
+    return CopyContext(dbapi.adapters, dbapi)
 
 
 def _replaced(statement) -> dict[str, Any]:

@@ -58,7 +58,9 @@ def small_batches(monkeypatch):
     monkeypatch.setattr(pipeline, "BATCH_SIZE", 2)
     monkeypatch.setattr(pipeline, "FIRST_BATCH_SIZE", 2)
     # raising=False: these tests were written (and failed) before the settings existed.
-    monkeypatch.setattr(pipeline, "TRANSACTION_BATCHES", 3, raising=False)
+    monkeypatch.setattr(
+        pipeline, "TRANSACTION_BATCHES", {"sqlite": 3, "postgresql": 3}, raising=False
+    )
     seconds = {"sqlite": 1e9, "postgresql": 1e9}
     monkeypatch.setattr(pipeline, "TRANSACTION_SECONDS", seconds, raising=False)
 
