@@ -538,8 +538,10 @@ class BatchWriter:
             with self.connection.begin_nested():
                 copied = self._copy_text(events, EVENT_COPY_COLUMNS, text.events)
                 self._copy_text(inserted_events, INSERTED_FIELDS, text.inserted)
-        except psycopg.errors.UniqueViolation:
-            return None
+        except sa.exc.DBAPIError as exc:
+            if isinstance(exc.orig, psycopg.errors.UniqueViolation):
+                return None
+            raise
         return copied
 
     def _copy_text(self, table: sa.Table, columns: Sequence[str], text: bytes) -> int:
@@ -547,8 +549,13 @@ class BatchWriter:
         sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
         dbapi = self.connection.connection.driver_connection
         with dbapi.cursor() as cursor:
-            with cursor.copy(sql) as copy:
-                copy.write(memoryview(text))
+            try:
+                with cursor.copy(sql) as copy:
+                    copy.write(memoryview(text))
+            except psycopg.Error as exc:
+                # As SQLAlchemy raises it for its own statements: callers (the event
+                # API's retry of a deadlock or serialization failure) read exc.orig.
+                raise sa.exc.DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
             return cursor.rowcount
 
     def _apply_unsubscribes(self, touched: sa.Table) -> None:

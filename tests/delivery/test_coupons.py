@@ -428,7 +428,7 @@ def test_codes_issued_together_each_last_to_their_own_users_day(store):
     )
     plan(store, "coupon", "ny", {"value": 20, "expires_in": "7d"})
     plan(store, "coupon", "sh", {"value": 20, "expires_in": "7d"})
-    plan(store, "coupon", "ny2", {"value": 20.0, "expires_in": "1d"})
+    plan(store, "coupon", "ny2", {"value": 20, "expires_in": "1d"})
     dispatch_until_idle(store, now=T0, worker_id="w", channels=ChannelSet())
     by_user = {row["user_id"]: row for row in coupons_of(store)}
     # T0 is 21:00 on 10 November in New York and 10:00 on 11 November in Shanghai.
