@@ -298,3 +298,37 @@ def test_an_event_a_concurrent_writer_stores_first_is_a_duplicate(project_dir, s
         ]
         assert [r["source_id"] for r in events_of(store)] == ["race"]
     store.dispose()
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_batch_that_deadlocks_with_a_concurrent_writer_is_retried(project_dir, store_url):
+    """Regression: the batch's COPY (the PostgreSQL fast path) raised psycopg's own
+    DeadlockDetected, which the API's retry (it reads SQLAlchemy's DBAPIError) let through
+    as a 500. Here the batch holds `a` and waits for `b`, which another transaction holds
+    and which then waits for `a`: PostgreSQL aborts the batch's transaction (the other one
+    waits longer before it checks), and the retried batch finds both events stored."""
+    client = make_client(project_dir, store_url)
+    store = client.store
+    with client:
+        add_user(store, "u1")
+        add_user(store, "u2")
+        settings = store.settings
+        rows = {
+            name: event_row(event(name, user), settings.tz, ShopCurrency.of(settings))
+            for name, user in (("a", "u1"), ("b", "u2"))
+        }
+        batch = [event("a", "u1"), event("b", "u2")]
+        with store.engine.connect() as other, ThreadPoolExecutor(1) as pool:
+            transaction = other.begin()
+            other.exec_driver_sql("SET LOCAL deadlock_timeout = '60s'")
+            other.execute(sa.insert(Event.__table__), {**rows["b"], "ingested_at": NOW})
+            posted = pool.submit(client.post, "/v1/events", json=batch, headers=AUTH)
+            wait_for_a_lock_wait(store)
+            # Waits for the batch's `a` until PostgreSQL ends the batch's transaction.
+            other.execute(sa.insert(Event.__table__), {**rows["a"], "ingested_at": NOW})
+            transaction.commit()
+            response = posted.result(timeout=30)
+        assert response.status_code == 200
+        assert [r["status"] for r in response.json()["results"]] == ["duplicate", "duplicate"]
+        assert sorted(r["source_id"] for r in events_of(store)) == ["a", "b"]
+    store.dispose()
