@@ -34,6 +34,7 @@ from sqlalchemy import Connection
 from engine.delivery.context import Outcome, PlannedAction
 from engine.store.delivery import DeliveryAttempt
 from engine.store.planning import OutboxAction
+from engine.store.sql import among
 
 outbox = OutboxAction.__table__
 attempts_table = DeliveryAttempt.__table__
@@ -151,7 +152,7 @@ def renew_claims(
         return set()
     statement = (
         sa.update(outbox)
-        .where(outbox.c.id.in_(wanted), held_by(holder))
+        .where(among(outbox.c.id, wanted), held_by(holder))
         .values(lease_until=lease_until)
         .returning(outbox.c.id)
     )
@@ -163,7 +164,7 @@ def held_claims(connection: Connection, ids: Iterable[int], *, holder: str) -> s
     wanted = sorted(ids)
     if not wanted:
         return set()
-    query = sa.select(outbox.c.id).where(outbox.c.id.in_(wanted), held_by(holder))
+    query = sa.select(outbox.c.id).where(among(outbox.c.id, wanted), held_by(holder))
     return set(connection.execute(query).scalars())
 
 
@@ -180,7 +181,7 @@ def release_claims(
         return set()
     statement = (
         sa.update(outbox)
-        .where(outbox.c.id.in_(wanted), held_by(holder))
+        .where(among(outbox.c.id, wanted), held_by(holder))
         .values(
             state="planned",
             claimed_by=None,
@@ -312,7 +313,7 @@ def record_outcomes(
             values["last_error"] = error
         statement = (
             sa.update(outbox)
-            .where(outbox.c.id.in_(sorted(ids)), ours)
+            .where(among(outbox.c.id, sorted(ids)), ours)
             .values(values)
             .returning(outbox.c.id)
         )
@@ -321,7 +322,7 @@ def record_outcomes(
         held = set(
             connection.execute(
                 sa.select(outbox.c.id)
-                .where(outbox.c.id.in_(sorted(row["b_id"] for row in individual)), ours)
+                .where(among(outbox.c.id, sorted(row["b_id"] for row in individual)), ours)
                 .with_for_update()
             ).scalars()
         )

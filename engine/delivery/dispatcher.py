@@ -54,12 +54,12 @@ from engine.delivery.channels import ChannelSet
 from engine.delivery.claims import Lease, claim_batch, new_holder, record_outcomes, release_claims
 from engine.delivery.config import DeliveryConfig, delivery_config
 from engine.delivery.context import Contact, DeliveryContext, Outcome, PlannedAction
-from engine.delivery.keepalive import database_kept_open
 from engine.delivery.middleware import configured_policies
 from engine.delivery.policy import DeliveryPolicy
 from engine.durations import parse_duration
 from engine.store import Store
 from engine.store.people import User
+from engine.store.sql import among
 
 if TYPE_CHECKING:
     from engine.planning.compile import RuleSet
@@ -165,7 +165,7 @@ def load_contacts(store: Store, user_ids: Sequence[str]) -> dict[str, Contact]:
     """The users of one batch, in one query."""
     if not user_ids:
         return {}
-    query = sa.select(*_CONTACT_COLUMNS).where(users.c.id.in_(sorted(set(user_ids))))
+    query = sa.select(*_CONTACT_COLUMNS).where(among(users.c.id, sorted(set(user_ids))))
     with store.read() as connection:
         # By position: the columns are Contact's fields in order (id first).
         return {row[0]: Contact(*row) for row in connection.execute(query)}
@@ -405,21 +405,20 @@ def dispatch_until_idle(
     clock = _clock_of(now, clock)
     config = config or delivery_config(store.settings)
     total = DispatchReport()
-    with database_kept_open(store):
-        for _ in range(max_batches):
-            if stop is not None and stop.is_set():
-                break
-            report = dispatch_once(
-                store,
-                clock=clock,
-                worker_id=worker_id,
-                channels=channels,
-                batch_size=batch_size,
-                config=config,
-                stop=stop,
-                rules=rules,
-            )
-            total.add(report)
-            if report.claimed == 0:
-                break
+    for _ in range(max_batches):
+        if stop is not None and stop.is_set():
+            break
+        report = dispatch_once(
+            store,
+            clock=clock,
+            worker_id=worker_id,
+            channels=channels,
+            batch_size=batch_size,
+            config=config,
+            stop=stop,
+            rules=rules,
+        )
+        total.add(report)
+        if report.claimed == 0:
+            break
     return total

@@ -21,6 +21,7 @@ from engine.delivery.config import SendWindow
 from engine.delivery.context import DeliveryContext, Outcome, PlannedAction
 from engine.localtime import first_instant_at_or_after
 from engine.store.planning import OutboxAction
+from engine.store.sql import among
 
 outbox = OutboxAction.__table__
 
@@ -73,7 +74,7 @@ class ConsentPolicy(DeliveryPolicy):
             for consent, user_ids in wanted.items():
                 rows = connection.execute(
                     sa.select(users.c.id, refusal_sql(users, consent)).where(
-                        users.c.id.in_(sorted(user_ids))
+                        among(users.c.id, sorted(user_ids))
                     )
                 )
                 for user_id, refusal in rows:
@@ -167,7 +168,7 @@ class FrequencyCapPolicy(DeliveryPolicy):
                     outbox.c.channel == channel,
                     outbox.c.state == "sent",
                     outbox.c.sent_at > ctx.now - cap.window,
-                    outbox.c.user_id.in_(users),
+                    among(outbox.c.user_id, users),
                 )
                 .group_by(outbox.c.user_id)
             )

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from engine.delivery.context import DeliveryContext, Outcome, PlannedAction
 from engine.delivery.policy import DeliveryPolicy
 from engine.store.planning import Decision, OutboxAction
+from engine.store.sql import among
 
 outbox = OutboxAction.__table__
 decisions = Decision.__table__
@@ -153,5 +154,5 @@ def _stopped(connection, ctx: DeliveryContext, compiled, outbox_ids: list[int]) 
             event, sa.and_(event.c.id == d.c.event_id, event.c.user_id == d.c.user_id)
         )
     unless = sa.or_(*(compiled.compile_conditions([e], sources) for e in spec.unless))
-    query = sa.select(o.c.id).select_from(joined).where(o.c.id.in_(sorted(outbox_ids)), unless)
+    query = sa.select(o.c.id).select_from(joined).where(among(o.c.id, sorted(outbox_ids)), unless)
     return set(connection.execute(query).scalars())

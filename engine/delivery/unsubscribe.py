@@ -23,7 +23,7 @@ from engine.errors import NotFoundError
 from engine.store import Store
 from engine.store.delivery import UnsubscribeToken
 from engine.store.people import User
-from engine.store.sql import dialect_insert
+from engine.store.sql import among, dialect_insert
 
 tokens = UnsubscribeToken.__table__
 users = User.__table__
@@ -69,7 +69,7 @@ def ensure_tokens(connection: Connection, user_ids: Sequence[str], now: datetime
         return {}
     rows = [{"token": new_token(u), "user_id": u, "created_at": now} for u in wanted]
     connection.execute(dialect_insert(connection, tokens).on_conflict_do_nothing(), rows)
-    query = sa.select(tokens.c.user_id, tokens.c.token).where(tokens.c.user_id.in_(wanted))
+    query = sa.select(tokens.c.user_id, tokens.c.token).where(among(tokens.c.user_id, wanted))
     return dict(connection.execute(query).all())
 
 

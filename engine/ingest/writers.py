@@ -130,11 +130,17 @@ class BatchWriter:
     # -- lifecycle of the temp tables
 
     def create_temp_tables(self) -> None:
+        if not self.is_postgres:
+            # A bigger page cache keeps the events indexes in memory during the load, and
+            # the staging tables live in memory. Both belong to the SQLite connection,
+            # which is therefore taken out of the pool (closed, not returned, at the
+            # end): no other user inherits a 64 MB cache. Outside a transaction: SQLite
+            # refuses to move a temp store it has already opened within one.
+            self.connection.detach()
+            sqlite = self.connection.connection.dbapi_connection
+            sqlite.execute("PRAGMA cache_size=-65536")
+            sqlite.execute("PRAGMA temp_store=MEMORY")
         with self.connection.begin():
-            if not self.is_postgres:
-                # A bigger page cache keeps the events indexes in memory during the load.
-                self.connection.exec_driver_sql("PRAGMA cache_size=-65536")
-                self.connection.exec_driver_sql("PRAGMA temp_store=MEMORY")
             self.drop_temp_tables()
             for table in TEMP_TABLES:
                 table.create(self.connection)

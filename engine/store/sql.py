@@ -1,18 +1,22 @@
 """SQL that differs between SQLite and PostgreSQL, written once.
 
-Everything else in Nudge emits portable SQLAlchemy; the two places where the
-dialects part ways (the ON CONFLICT insert and instant arithmetic) live here, so a
-third backend (Citus is PostgreSQL) has one module to look at.
+Everything else in Nudge emits portable SQLAlchemy; the places where the dialects
+part ways (the ON CONFLICT insert, instant arithmetic, a list of values as one
+parameter) live here, so a third backend (Citus is PostgreSQL) has one module to look
+at.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import Connection
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import FunctionElement
+from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
 from engine.store.types import UTCDateTime
 
@@ -81,3 +85,70 @@ def epoch_seconds(instant: sa.ColumnElement, dialect: str) -> sa.ColumnElement[i
     if dialect == "postgresql":
         return sa.cast(sa.func.floor(sa.extract("epoch", instant)), sa.BigInteger)
     return sa.cast(sa.func.strftime("%s", instant), sa.BigInteger)
+
+
+class _ValueList(sa.types.TypeDecorator):
+    """A Python list bound as one parameter: an array on PostgreSQL, a JSON array on
+    SQLite (read back by json_each)."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def __init__(self, item_type: sa.types.TypeEngine):
+        super().__init__()
+        self.item_type = item_type
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(ARRAY(self.item_type))
+        return dialect.type_descriptor(sa.Text())
+
+    def process_bind_param(self, value, dialect):
+        if dialect.name == "postgresql":
+            return list(value)
+        return orjson.dumps(list(value)).decode()
+
+
+class among(ColumnElement[bool]):
+    """`column IN (values)` with the values bound as one parameter, however many.
+
+    An expanding IN renders a placeholder per value on every execution: for a batch of
+    a thousand ids that rendering (and psycopg's parsing of the long query it makes,
+    which it does not cache) cost more than the statement's execution, and each new
+    length was a new statement for SQLite to prepare. With one parameter the SQL text
+    never changes. PostgreSQL: `column = ANY(array)`, planned like the IN list (an
+    index scan). SQLite: `column IN (SELECT value FROM json_each(?))`, one primary-key
+    probe per value. The values must be strings or integers (what JSON keeps exact).
+    """
+
+    type = sa.Boolean()
+    inherit_cache = True
+    # A comparison in its own right: SQLite must not get `... = 1` after it.
+    _is_implicitly_boolean = True
+    _traverse_internals = [
+        ("column", sa.sql.visitors.InternalTraversal.dp_clauseelement),
+        ("values", sa.sql.visitors.InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, column: ColumnElement, values: Iterable):
+        self.column = column
+        self.values = sa.bindparam(None, list(values), type_=_ValueList(column.type))
+
+    @property
+    def _from_objects(self):
+        # The column's table: a SELECT of nothing else still reads FROM it.
+        return self.column._from_objects
+
+
+@compiles(among, "postgresql")
+def _among_postgresql(element, compiler, **kw):
+    column, values = compiler.process(element.column, **kw), compiler.process(element.values, **kw)
+    return f"{column} = ANY({values})"
+
+
+@compiles(among)
+def _among_sqlite(element, compiler, **kw):
+    return (
+        f"{compiler.process(element.column, **kw)} IN "
+        f"(SELECT value FROM json_each({compiler.process(element.values, **kw)}))"
+    )

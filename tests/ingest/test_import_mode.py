@@ -3,6 +3,7 @@ their duration only: the process gets both back as they were, even after a failu
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import sys
@@ -68,3 +69,30 @@ def test_an_import_and_sends_on_workers_share_the_switch_interval(interpreter_st
         importing.__exit__(None, None, None)
         assert sys.getswitchinterval() == pytest.approx(SENDING)  # sends still running
     assert sys.getswitchinterval() == pytest.approx(0.004)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_an_import_gives_the_sqlite_pool_back_its_connections_as_they_were(store, tmp_path):
+    """SQLite connections are pooled: the import's 64 MB page cache and in-memory temp
+    store belong to its own connection, which must not go back to the pool for the
+    daemons' next transactions."""
+
+    def pragmas_of_pooled_connections() -> set[tuple[int, int]]:
+        with contextlib.ExitStack() as stack:
+            connections = [stack.enter_context(store.read()) for _ in range(3)]
+            return {
+                (
+                    connection.exec_driver_sql("PRAGMA cache_size").scalar(),
+                    connection.exec_driver_sql("PRAGMA temp_store").scalar(),
+                )
+                for connection in connections
+            }
+
+    before = pragmas_of_pooled_connections()
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps({"user": "u1", "type": "visit", "at": "2026-03-01T10:00Z"}))
+
+    assert ingest_files(store, [path], now=NOW).events_inserted == 1
+
+    assert pragmas_of_pooled_connections() == before
+    assert before == {(-2000, 0)}  # SQLite's defaults
