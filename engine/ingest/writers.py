@@ -125,6 +125,8 @@ class BatchWriter:
         self._transaction: object | None = None  # the last one events were written in
         self._transaction_users_filled = False
         self._staged = False  # whether the staging tables hold rows of this transaction
+        # PostgreSQL: whether the last batch met events already stored (see add_events).
+        self._met_stored = False
         self._copy_context = _copy_context(connection) if self.is_postgres else None
 
     # -- lifecycle of the temp tables
@@ -312,7 +314,11 @@ class BatchWriter:
         distributed = self._distributed()
         # PostgreSQL, the common case: COPY straight into `events`, staging only if that
         # meets a stored row (below). Unknown users and Citus need the staged rows first.
-        copy_first = self.is_postgres and not (require_users or distributed)
+        # So does the batch after one that met stored events: the file likely overlaps
+        # what is stored (imported again), and a COPY that fails part-way wastes the
+        # rows it wrote and leaves an ERROR in the server's log. A batch that met none
+        # sends the next one the COPY way again.
+        copy_first = self.is_postgres and not (require_users or distributed or self._met_stored)
         if not copy_first:
             self._stage_events(prepared, with_batch_users=require_users or distributed)
         unknown: set[str] = set()
@@ -343,6 +349,7 @@ class BatchWriter:
             inserted = self._insert_events_returning(only_known_users=bool(unknown))
         else:
             inserted = self._insert_events(prepared, only_known_users=bool(unknown))
+        self._met_stored = inserted < len(rows)
         self._users.update(prepared.user_set - unknown if unknown else prepared.user_set)
         self._unsubscribed.update(prepared.unsubscribed_set)
         self._require_users = require_users

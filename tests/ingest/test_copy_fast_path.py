@@ -231,3 +231,46 @@ def _second_import(connection: sa.Connection, rows: list[dict]):
     finally:
         with connection.begin():
             writer.drop_temp_tables()
+
+
+def rows_written_to_events(connection: sa.Connection) -> int:
+    """Rows this transaction wrote into `events`, counted by the server: also those a
+    COPY wrote before it failed on a stored event (rolled back with its savepoint)."""
+    return connection.exec_driver_sql(
+        "SELECT n_tup_ins FROM pg_stat_xact_all_tables WHERE relid = 'events'::regclass"
+    ).scalar_one()
+
+
+def test_after_a_batch_that_met_stored_events_the_next_skips_the_copy(store):
+    """A file imported again: only its first batch tries the COPY (which fails on its
+    first stored row); the next goes the staging way at once. A batch that met no
+    stored event sends the one after it the COPY way again."""
+    write_transaction(store, [[event(n) for n in range(30)]])
+    batches = [
+        [event(n) for n in range(0, 10)],  # stored: the COPY fails, then staged
+        [event(n) for n in range(10, 20)],  # stored: staged without a COPY
+        [event(n) for n in range(100, 110)],  # new, staged (the last met stored ones)
+        [event(n) for n in range(200, 210)],  # new: COPYed
+    ]
+    with store.engine.connect() as connection:
+        writer = BatchWriter(connection, LATER)
+        writer.create_temp_tables()
+        inserted, written, staged = [], [], []
+        with connection.begin():
+            writer.begin_events()
+            for rows in batches:
+                before = rows_written_to_events(connection)
+                inserted.append(writer.add_events(rows, require_users=False).inserted)
+                written.append(rows_written_to_events(connection) - before)
+                staged.append(staged_rows(connection))
+            writer.end_events()
+        with connection.begin():
+            writer.drop_temp_tables()
+
+    assert inserted == [0, 0, 10, 10]
+    # The failed COPY wrote its rows (COPY inserts by buffers of up to 1,000 rows, then
+    # their index entries) before the unique index refused one; the second wrote none.
+    assert written == [10, 0, 10, 10]
+    assert staged == [10, 10, 10, 10]  # the last batch staged nothing (no TRUNCATE)
+    assert len(stored(store)) == 50
+    assert_profiles_cover_every_event_once(store)
