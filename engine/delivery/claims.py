@@ -64,7 +64,7 @@ _RETURNED = tuple(
 )
 _PAYLOAD = _COLUMNS.index("payload")
 # Rows become PlannedActions by position (far cheaper than by name, per row).
-assert _COLUMNS == tuple(PlannedAction.__dataclass_fields__)
+assert _COLUMNS == PlannedAction._fields
 
 
 def planned_actions(rows: Sequence[Sequence]) -> list[PlannedAction]:

@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from engine.planning.compile import RuleSet
 
 users = User.__table__
-_CONTACT_COLUMNS = tuple(users.c[name] for name in Contact.__dataclass_fields__)
+_CONTACT_COLUMNS = tuple(users.c[name] for name in Contact._fields)
 
 Clock = Callable[[], datetime]
 # What RulePolicy checks `unless` and flights against: a RuleSet, a callable returning

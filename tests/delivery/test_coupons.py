@@ -82,7 +82,7 @@ def test_issued_once_per_action_by_delivery(store):
     from engine.delivery.context import PlannedAction
 
     row = outbox_rows(store)[0]
-    fields = {k: row[k] for k in PlannedAction.__dataclass_fields__}
+    fields = {k: row[k] for k in PlannedAction._fields}
     with store.begin() as connection:
         again = issue_coupons(
             connection,
