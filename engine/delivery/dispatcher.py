@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import sqlalchemy as sa
 
-from engine import collector
 from engine.action_kinds import ACTION_KINDS
 from engine.clock import ensure_aware
 from engine.coupons.void import settle_after_dispatch
@@ -225,10 +224,6 @@ def _clock_of(now: datetime | None, clock: Clock | None) -> Clock:
     return clock if clock is not None else frozen(now)
 
 
-# The batch's actions, contacts and outcomes live until it is recorded: no collector
-# passes over the whole process meanwhile (engine/collector.py; ~15 % of a no-op
-# batch's time on SQLite, measured in bench/README.md).
-@collector.paused()
 def dispatch_once(
     store: Store,
     *,

@@ -15,7 +15,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from engine import clock, collector
+from engine import clock
 from engine.errors import Diagnostic, NotFoundError
 from engine.planning.compile import CompiledRule, RuleSet
 from engine.planning.outcome import RuleOutcome
@@ -119,10 +119,6 @@ def select_rules(ruleset: RuleSet, rule_ids: list[str] | None) -> list[CompiledR
     return chosen
 
 
-# Building each rule's statements allocates SQLAlchemy objects by the thousand: no
-# collector passes over the whole process meanwhile (engine/collector.py; ~15 % of an
-# idle tick, measured in bench/README.md).
-@collector.paused()
 def evaluate(
     store: Store,
     ruleset: RuleSet,

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import random
 import shutil
@@ -233,41 +232,3 @@ def test_subjects_are_encoded_as_the_standard_library_encodes_them():
         for width in (40, 76, 78):
             expected = Header(subject, "utf-8").encode(maxlinelen=width)
             assert Header(subject, _UTF8_WORDS).encode(maxlinelen=width) == expected
-
-
-class CollectorWatchingChannel(NoopChannel):
-    """Notes, at each send, whether the cyclic garbage collector could run."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.collector_on: list[bool] = []
-
-    def send(self, message) -> None:
-        self.collector_on.append(gc.isenabled())
-        super().send(message)
-
-
-def test_a_batch_is_sent_with_the_cyclic_collector_paused_and_resumed_after(store):
-    """engine/collector.py: no collector pass over the whole process while a batch's
-    actions are alive; afterwards it runs as before (and stays off if it was off)."""
-    add_users(store, {"id": "u1"}, {"id": "u2"})
-    for user in ("u1", "u2"):
-        plan(store, "webhook", user, {"url": "https://example.com/hook"})
-    channel = CollectorWatchingChannel()
-    was_enabled = gc.isenabled()
-    try:
-        gc.enable()
-        report = dispatch_until_idle(
-            store, now=T0, worker_id="w", channels=ChannelSet({"webhook": channel})
-        )
-        assert report.outcomes == {"sent": 2}
-        assert channel.collector_on == [False, False]
-        assert gc.isenabled()
-
-        gc.disable()
-        plan(store, "webhook", "u1", {"url": "https://example.com/hook"}, rule_id="other")
-        dispatch_until_idle(store, now=T0, worker_id="w", channels=ChannelSet({"webhook": channel}))
-        assert channel.collector_on == [False, False, False]
-        assert not gc.isenabled()
-    finally:
-        gc.enable() if was_enabled else gc.disable()
