@@ -123,12 +123,13 @@ def create_engine_for(url: str) -> Engine:
 
 def _sqlite_engine(url: str) -> Engine:
     # Pooled (SQLAlchemy's QueuePool, its default for a file): opening a SQLite
-    # connection and closing it again cost ~0.2 ms, a fifth of an idle tick's time and
-    # a tenth of a dispatched action's. Several processes (planner, dispatcher) still
-    # share the file (WAL), as many connections at once as before (no overflow limit);
-    # `store.dispose()` closes the idle ones. What a connection carries from one use to
-    # the next is handled where it is set: `query_only` (below), the ingest writer's
-    # cache and temp store (engine/ingest/writers.py: its connection leaves the pool).
+    # connection for each transaction and closing it again cost about a fifth of an
+    # idle tick and 8 % of a no-op dispatch (bench/README.md). Several processes
+    # (planner, dispatcher) still share the file (WAL), with as many connections at
+    # once as before (no overflow limit); `store.dispose()` closes the idle ones. What
+    # a connection carries from one use to the next is handled where it is set:
+    # `query_only` (below), the ingest writer's cache and temp store
+    # (engine/ingest/writers.py: its connection leaves the pool).
     parsed = make_url(url)
     in_memory = parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
     # (An in-memory database keeps SQLAlchemy's one connection per thread.)

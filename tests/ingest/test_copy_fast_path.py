@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from engine.ingest.writers import BatchWriter
 from engine.store.people import Event
 from engine.store.profiles import PROFILE_COLUMNS, profile_aggregates, profiles
+from tests.ingest.event_rows import event_row
 
 pytestmark = pytest.mark.parametrize(
     "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -32,24 +33,13 @@ events = Event.__table__
 
 
 def event(number: int, **fields) -> dict:
-    row = {
-        "source_id": f"s{number}",
-        "user_id": f"u{number % 3}",
-        "type": "purchase" if number % 4 == 0 else "visit",
-        "occurred_at": START + timedelta(minutes=number * 7 % 50),
-        "amount": None,
-        "currency": None,
-        "original_amount": None,
-        "original_currency": None,
-        "order_id": None,
-        "coupon_code": None,
-        "utm_source": None,
-        "utm_medium": None,
-        "utm_campaign": None,
-        "utm_content": None,
-        "utm_term": None,
-        "properties": {"n": number},
-    }
+    row = event_row(
+        source_id=f"s{number}",
+        user_id=f"u{number % 3}",
+        type="purchase" if number % 4 == 0 else "visit",
+        occurred_at=START + timedelta(minutes=number * 7 % 50),
+        properties={"n": number},
+    )
     if row["type"] == "purchase":
         row["amount"], row["currency"] = Decimal(f"{number}.25"), "CNY"
     row.update(fields)

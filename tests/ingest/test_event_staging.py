@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from engine.ingest import event_staging
 from engine.ingest.writers import BatchWriter, sqlite_instant
 from engine.store.people import Event
+from tests.ingest.event_rows import event_row
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 events = Event.__table__
@@ -30,26 +31,9 @@ AWKWARD_TEXT = [
 
 
 def event(number: int, **fields) -> dict:
-    row = {
-        "source_id": f"s{number}",
-        "user_id": f"u{number % 3}",
-        "type": "visit",
-        "occurred_at": datetime(2026, 3, 1, 10, 0, number % 60, number, tzinfo=UTC),
-        "amount": None,
-        "currency": None,
-        "original_amount": None,
-        "original_currency": None,
-        "order_id": None,
-        "coupon_code": None,
-        "utm_source": None,
-        "utm_medium": None,
-        "utm_campaign": None,
-        "utm_content": None,
-        "utm_term": None,
-        "properties": {},
-    }
-    row.update(fields)
-    return row
+    at = datetime(2026, 3, 1, 10, 0, number % 60, number, tzinfo=UTC)
+    given = {"source_id": f"s{number}", "user_id": f"u{number % 3}", "type": "visit"}
+    return event_row(**{**given, "occurred_at": at, **fields})
 
 
 def write(store, rows, *, require_users=False):
