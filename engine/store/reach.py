@@ -10,6 +10,9 @@ import sqlalchemy as sa
 from engine.store.planning import OutboxAction
 
 outbox = OutboxAction.__table__
+# Built once, not per statement: a table's alias builds a proxy of every column the
+# first time its columns are read, which the daemon's idle tick paid for each rule.
+_REACH, _CARRIER = outbox.alias("reach"), outbox.alias("carrier")
 # Outbox states of an action that reached the user or is still on its way.
 REACHING_STATES = ("planned", "claimed", "sent")
 # Channels that carry a decision to the user (or to the shop's systems about them).
@@ -24,7 +27,7 @@ def reached(decision_id: sa.ColumnElement) -> sa.ColumnElement[bool]:
     With carrying actions (email, SMS, audience, webhook), one of them must be sent or
     pending; a decision with only coupons or tags counts when one of those is.
     """
-    o, carrier = outbox.alias("reach"), outbox.alias("carrier")
+    o, carrier = _REACH, _CARRIER
     reaching = [o.c.decision_id == decision_id, o.c.state.in_(REACHING_STATES)]
     has_carrier = sa.exists().where(
         carrier.c.decision_id == decision_id, carrier.c.channel.in_(CARRYING_CHANNELS)
