@@ -149,8 +149,8 @@ def evaluate(
                 result.stage_entries = refresh_stages_up_to(connection, store, at)
                 for rule in chosen:
                     result.outcomes.append(
-                        _plan_isolated(
-                            connection, rule, chosen, store, at, user_id, mode, True, changed_since
+                        _plan_in_savepoint(
+                            connection, rule, chosen, store, at, user_id, mode, changed_since
                         )
                     )
                     advance(1)
@@ -176,21 +176,19 @@ def evaluate(
     return result
 
 
-def _plan_isolated(
-    connection, rule, chosen, store, at, user_id, mode, dry_run, changed_since=None
+def _plan_in_savepoint(
+    connection, rule, chosen, store, at, user_id, mode, changed_since
 ) -> RuleOutcome:
-    """Plan one rule inside a savepoint of the caller's transaction (a dry-run's, which
-    holds every rule and is rolled back): its failure is recorded, the others go on."""
+    """Dry-run: plan one rule inside a savepoint of the dry-run's transaction (which
+    holds every rule and is rolled back); a failure is rolled back to the savepoint and
+    reported, not recorded, and the other rules go on."""
     started = clock.monotonic()
     savepoint = connection.begin_nested()
     try:
-        outcome = _plan(connection, rule, chosen, store, at, user_id, mode, dry_run, changed_since)
+        outcome = _plan(connection, rule, chosen, store, at, user_id, mode, True, changed_since)
     except Exception as exc:  # noqa: BLE001 - one failing rule never stops the others
         savepoint.rollback()
-        outcome = _failed(rule, exc, started)
-        if not dry_run and user_id is None:
-            _record_failure(connection, rule.spec, at, mode, outcome)
-        return outcome
+        return _failed(rule, exc, started)
     savepoint.commit()
     return outcome
 
