@@ -37,6 +37,7 @@ from engine.store import Store
 from engine.store.delivery import Coupon
 from engine.store.distribute import users_distributed
 from engine.store.planning import OutboxAction
+from engine.store.sql import among
 
 coupons = Coupon.__table__
 outbox = OutboxAction.__table__
@@ -290,7 +291,7 @@ def undelivered_decisions(connection: Connection, decision_ids: Sequence[int]) -
     query = (
         sa.select(decision.c.decision_id, void_reason(decision.c.decision_id))
         .where(
-            decision.c.decision_id.in_(sorted(set(decision_ids))),
+            among(decision.c.decision_id, sorted(set(decision_ids))),
             decision.c.kind == "coupon",
             undelivered(decision.c.decision_id),
         )
