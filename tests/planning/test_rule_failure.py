@@ -39,11 +39,11 @@ POSTGRES_CLEAN_UP = [
 def test_a_failing_rule_leaves_a_failed_run_and_the_others_are_planned(store, settings, tmp_path):
     for name in ("before", "broken", "after"):
         write_rule(settings, name, RULE)
-    ingest(store, tmp_path, now=AT, users=[{"id": "a"}])
     ingest(
         store,
         tmp_path,
         now=AT,
+        users=[{"id": "a"}],
         events=[{"user": "a", "type": "purchase", "at": AT.isoformat(), "amount": 5}],
     )
     postgres = store.dialect == "postgresql"

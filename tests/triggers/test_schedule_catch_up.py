@@ -90,11 +90,11 @@ def test_idle_ticks_leave_no_runs_and_old_empty_runs_are_pruned(store, settings,
     write_rule(
         settings, "thanks", "trigger: {event: purchase}\nactions:\n  tag: {add: [thanked]}\n"
     )
-    ingest(store, tmp_path, now=DAY1, users=[{"id": "a"}])
     ingest(
         store,
         tmp_path,
         now=DAY1,
+        users=[{"id": "a"}],
         events=[{"user": "a", "type": "purchase", "at": DAY1.isoformat(), "amount": 5}],
     )
     for minute in range(1, 11):
