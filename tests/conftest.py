@@ -45,10 +45,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The `slow` tests first, in their usual order, then the rest in theirs.
 
     The slow ones (a 30 s load, 20 s of streaming to three daemons) mostly wait on
-    their servers and daemons. `make test` hands the first half of this order to one
-    xdist worker and the second half to the other (`--dist worksteal`), so they run
-    beside the other worker's tests from the start; last, where the default order put
-    them, they kept one worker busy while the other had nothing left to take.
+    their servers and daemons. `make test` runs three xdist workers on two cores and
+    hands the first third of this order to one of them (`--dist worksteal`): that
+    worker spends its first two minutes mostly waiting while the other two keep both
+    cores busy. Last, where the default order put them, they kept one worker busy
+    while the others had nothing left to take.
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
