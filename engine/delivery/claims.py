@@ -106,40 +106,78 @@ def held_by(holder: str) -> sa.ColumnElement[bool]:
     return sa.and_(outbox.c.state == "claimed", outbox.c.claimed_by == holder)
 
 
-def due_condition(now: datetime) -> sa.ColumnElement[bool]:
-    return sa.or_(
-        sa.and_(outbox.c.state == "planned", outbox.c.next_attempt_at <= now),
-        sa.and_(outbox.c.state == "claimed", outbox.c.lease_until < now),
-    )
-
-
 def claim_batch(
     connection: Connection, *, now: datetime, worker_id: str, lease_until: datetime, limit: int
 ) -> list[PlannedAction]:
-    """Claim up to `limit` due actions, highest priority first, for `worker_id`."""
-    ids = (
-        sa.select(outbox.c.id)
-        .where(due_condition(now))
-        .order_by(outbox.c.priority.desc(), outbox.c.next_attempt_at, outbox.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    statement = (
-        sa.update(outbox)
-        .where(outbox.c.id.in_(ids.scalar_subquery()))
-        .values(
-            state="claimed",
-            claimed_by=worker_id,
-            lease_until=lease_until,
-            attempts=outbox.c.attempts + 1,
-            updated_at=now,
+    """Claim up to `limit` due actions for `worker_id`, in priority order.
+
+    First the rows whose lease ran out (their dispatcher died or hung): they were at the
+    head of the queue when they were first claimed. Then planned rows that are due,
+    highest priority first and, within a priority, the longest due first.
+
+    Every statement reads only the rows it takes, however long the queue: the planned
+    rows are claimed one priority at a time, each an index range of
+    `ix_outbox_claim` (state, priority, next_attempt_at, id) read in order up to the
+    room left, and the next lower priority is found by one index seek. (One statement
+    ordering every due row by priority sorted the whole backlog for each batch: 150 ms
+    on SQLite and 270 ms on PostgreSQL per claim of 500 at 400,000 due rows.)
+    """
+    values = {
+        "state": "claimed",
+        "claimed_by": worker_id,
+        "lease_until": lease_until,
+        "attempts": outbox.c.attempts + 1,
+        "updated_at": now,
+    }
+    rows = _claim(connection, _taken_over(now), limit, values)
+    level = _highest_planned_priority(connection, below=None)
+    while len(rows) < limit and level is not None:
+        due = sa.and_(
+            outbox.c.state == "planned",
+            outbox.c.priority == level,
+            outbox.c.next_attempt_at <= now,
         )
-        .returning(*_RETURNED)
-    )
-    actions = planned_actions(connection.execute(statement).all())
+        rows += _claim(connection, due, limit - len(rows), values)
+        level = _highest_planned_priority(connection, below=level)
+    actions = planned_actions(rows)
     # RETURNING order is unspecified; policies need priority order.
     actions.sort(key=lambda a: (-a.priority, a.id))
     return actions
+
+
+def _taken_over(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(outbox.c.state == "claimed", outbox.c.lease_until < now)
+
+
+def _claim(
+    connection: Connection, condition: sa.ColumnElement[bool], room: int, values: dict
+) -> list[sa.Row]:
+    """Claim up to `room` rows meeting `condition`, in queue order. On PostgreSQL the
+    rows are locked as they are read, skipping those another claim holds."""
+    ids = (
+        sa.select(outbox.c.id)
+        .where(condition)
+        .order_by(outbox.c.priority.desc(), outbox.c.next_attempt_at, outbox.c.id)
+        .limit(room)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    if connection.dialect.name == "postgresql":
+        # `id = ANY(ARRAY(...))`: the ids first, then one primary-key probe each. With
+        # `id IN (...)` the planner may join them to a scan of the whole outbox.
+        chosen = outbox.c.id == sa.any_(sa.func.array(ids))
+    else:
+        chosen = outbox.c.id.in_(ids)
+    statement = sa.update(outbox).where(chosen).values(values).returning(*_RETURNED)
+    return list(connection.execute(statement))
+
+
+def _highest_planned_priority(connection: Connection, below: int | None) -> int | None:
+    """The highest priority of a planned row (below `below`), due or not: one seek."""
+    query = sa.select(outbox.c.priority).where(outbox.c.state == "planned")
+    if below is not None:
+        query = query.where(outbox.c.priority < below)
+    return connection.execute(query.order_by(outbox.c.priority.desc()).limit(1)).scalar()
 
 
 def renew_claims(

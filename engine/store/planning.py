@@ -99,7 +99,9 @@ class OutboxAction(SQLModel, table=True):
 
     __tablename__ = "outbox"
     __table_args__ = (
-        Index("ix_outbox_state_due", "state", "next_attempt_at"),
+        # The claim's queue order: each priority's due rows are one range, read in
+        # order (engine/delivery/claims.py).
+        Index("ix_outbox_claim", "state", "priority", "next_attempt_at", "id"),
         Index("ix_outbox_user", "user_id", "channel", "created_at"),
         Index("ix_outbox_decision", "decision_id"),
         Index("ix_outbox_run", "run_id"),
