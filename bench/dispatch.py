@@ -128,6 +128,14 @@ def fill(store: Store, n: int, actions: list[tuple[str, dict, datetime]]) -> Non
     with store.begin() as connection:
         connection.execute(sa.insert(User.__table__), users)
         connection.execute(sa.insert(outbox), rows)
+    if store.engine.dialect.name == "postgresql":
+        # As in a shop: the planner analyses the outbox after writing many rows
+        # (engine/planning/statistics.py) and autovacuum the users after an import.
+        # Without statistics, PostgreSQL read each batch's 1,000 users by a sequential
+        # scan of all of them (33 ms against 2.5 ms at 200,000 users).
+        with store.begin() as connection:
+            connection.exec_driver_sql("ANALYZE users")
+            connection.exec_driver_sql("ANALYZE outbox")
 
 
 def sent_count(store: Store, kind: str) -> int:
@@ -314,12 +322,14 @@ def nudge_noop(backend: str, n: int, folder: Path, _sink, _width) -> float:
 
 
 def limit_noop(backend: str, n: int, folder: Path, _sink, _width) -> float:
-    """The same rows claimed and marked sent by hand: two statements per 1,000 rows."""
+    """The same rows claimed and marked sent by hand: two statements per 1,000 rows.
+    The claim reads the one priority the rows have (0) in due order: one range of the
+    claim index (Nudge seeks each priority it finds, then reads it the same way)."""
     claim = sa.text(
         "UPDATE outbox SET state = 'claimed', claimed_by = :holder, lease_until = :lease, "
         "attempts = attempts + 1, updated_at = :now WHERE id IN (SELECT id FROM outbox "
-        "WHERE state = 'planned' AND next_attempt_at <= :now "
-        "ORDER BY priority DESC, next_attempt_at, id LIMIT 1000) "
+        "WHERE state = 'planned' AND priority = 0 AND next_attempt_at <= :now "
+        "ORDER BY next_attempt_at, id LIMIT 1000) "
         "RETURNING id, idempotency_key, user_id, kind, payload"
     ).bindparams(
         sa.bindparam("now", type_=outbox.c.updated_at.type),
