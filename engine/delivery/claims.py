@@ -249,6 +249,8 @@ class Lease:
         self.store, self.holder, self.duration = store, holder, duration
         self.held: set[int] = set(ids)
         self.lost: set[int] = set()
+        # The claim's instant (the rows' `updated_at` until they are recorded).
+        self.claimed_at = claimed_at
         self.renewed_at = claimed_at
 
     def due(self, now: datetime) -> bool:

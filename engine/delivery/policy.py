@@ -147,6 +147,14 @@ class FrequencyCapPolicy(DeliveryPolicy):
     may have been capped for nothing, which errs on the side of sending less. Sends of
     earlier sub-batches of the same batch are counted from the outbox, where they were
     recorded before this sub-batch's `before_batch`.
+
+    Other dispatchers (another daemon, a `nudge dispatch`) may hold the same user's
+    actions at the same moment, not yet recorded. An action another claim holds (lease
+    not run out) takes a slot when that claim came first: claimed earlier, or at the
+    same instant by the smaller holder. Each of two claims therefore counts the other's
+    action or is counted by it, never both and never neither, whichever order their
+    checks run in: one message is sent, the other capped (tests/delivery/
+    test_caps_between_dispatchers.py).
     """
 
     name = "caps"
@@ -176,6 +184,13 @@ class FrequencyCapPolicy(DeliveryPolicy):
                 for user_id, count, oldest in connection.execute(query):
                     self.counts[(user_id, channel)] = count
                     self.oldest[(user_id, channel)] = oldest
+                lease = getattr(ctx, "lease", None)
+                if lease is not None:
+                    for user_id, count in connection.execute(
+                        _held_before(lease, channel, users, ctx.now)
+                    ):
+                        key = (user_id, channel)
+                        self.counts[key] = self.counts.get(key, 0) + count
 
     def check(self, ctx: DeliveryContext, action: PlannedAction) -> Outcome | None:
         cap = ctx.config.caps.get(action.channel)
@@ -191,3 +206,25 @@ class FrequencyCapPolicy(DeliveryPolicy):
             oldest = self.oldest.get(key, ctx.now)
             return Outcome.deferred(max(oldest + cap.window, ctx.now), "capped")
         return Outcome.skipped("capped")
+
+
+def _held_before(lease, channel: str, users: list[str], now: datetime) -> sa.Select:
+    """Per user, the actions on `channel` that other claims hold (lease not run out)
+    and that came before `lease`'s claim: claimed earlier, or at the same instant by
+    a smaller holder. While claimed, a row's `updated_at` is its claim's instant."""
+    earlier = sa.or_(
+        outbox.c.updated_at < lease.claimed_at,
+        sa.and_(outbox.c.updated_at == lease.claimed_at, outbox.c.claimed_by < lease.holder),
+    )
+    return (
+        sa.select(outbox.c.user_id, sa.func.count())
+        .where(
+            outbox.c.channel == channel,
+            outbox.c.state == "claimed",
+            outbox.c.claimed_by != lease.holder,
+            outbox.c.lease_until >= now,
+            among(outbox.c.user_id, users),
+            earlier,
+        )
+        .group_by(outbox.c.user_id)
+    )
