@@ -198,9 +198,19 @@ class _Daemon:
 
         settings = self.store.settings
         watcher = ChangeWatcher(self.store, poll_seconds=settings.daemon.poll_seconds)
-        dispatcher = None
+        dispatchers: list[threading.Thread] = []
         if dispatch:
-            dispatcher = threading.Thread(target=self._dispatch_forever, name="nudge-dispatch")
+            from engine.delivery.config import delivery_config
+
+            count = delivery_config(settings).dispatchers
+            dispatchers = [
+                threading.Thread(
+                    target=self._dispatch_forever,
+                    args=(number if count > 1 else None,),
+                    name=f"nudge-dispatch-{number}",
+                )
+                for number in range(1, count + 1)
+            ]
         try:
             reason = "start"
             while not self.stop.is_set():
@@ -208,8 +218,9 @@ class _Daemon:
                     self._tick(reason)
                 except Exception as exc:  # noqa: BLE001 - a database restart must not end the daemon
                     self.log.emit("error", f"tick failed: {exc!r}; retrying", error=repr(exc))
-                if dispatcher is not None and not dispatcher.is_alive():
-                    dispatcher.start()  # after the first tick: rules are loaded
+                for dispatcher in dispatchers:
+                    if dispatcher.ident is None:
+                        dispatcher.start()  # after the first tick: rules are loaded
                 wait = self.tick_seconds
                 until_slot = seconds_until_next_slot(self.cache.rules(), settings, clock.utcnow())
                 if until_slot is not None and until_slot < wait:
@@ -222,8 +233,9 @@ class _Daemon:
             # However the loop ends, the dispatcher thread must end with it.
             self.stop.set()
             watcher.close()
-            if dispatcher is not None and dispatcher.is_alive():
-                dispatcher.join()
+            for dispatcher in dispatchers:
+                if dispatcher.is_alive():
+                    dispatcher.join()
 
     def _wait(self, watcher, seconds: float) -> bool:
         """Wait for new data; a lost database connection degrades to a plain timer."""
@@ -268,15 +280,18 @@ class _Daemon:
             self.log.emit("prune", f"pruned {pruned} old runs that decided nothing", runs=pruned)
 
     def _dispatch_once(self) -> None:
-        from engine.delivery.runner import run_dispatcher
+        from engine.delivery.runner import run_dispatchers
 
-        report = run_dispatcher(self.store, once=True, stop=self.stop, rules=self.cache.rules)
+        report = run_dispatchers(self.store, once=True, stop=self.stop, rules=self.cache.rules)
         self.log.dispatch(report)
 
-    def _dispatch_forever(self) -> None:
-        from engine.delivery.runner import run_dispatcher
+    def _dispatch_forever(self, number: int | None = None) -> None:
+        """One dispatcher (`number` of `[delivery] dispatchers`, None when there is one),
+        restarted after a failure until the daemon stops."""
+        from engine.delivery.runner import run_dispatcher, worker_name
 
         poll = self.store.settings.daemon.poll_seconds
+        worker = worker_name(number)
         while not self.stop.is_set():
             try:
                 run_dispatcher(
@@ -286,6 +301,7 @@ class _Daemon:
                     poll_seconds=poll,
                     on_pass=self.log.dispatch,
                     rules=self.cache.rules,
+                    worker_id=worker,
                 )
             except Exception as exc:  # noqa: BLE001 - delivery must outlive a lost connection
                 self.log.emit("error", f"dispatch failed: {exc!r}; retrying", error=repr(exc))

@@ -68,7 +68,7 @@ def dispatch(
     """
     import contextlib
 
-    from engine.delivery.runner import run_dispatcher
+    from engine.delivery.runner import run_dispatchers
 
     def show(report) -> None:
         if json_output:
@@ -83,7 +83,7 @@ def dispatch(
     # The loop runs until stopped and prints each pass: a spinner only for one pass.
     working = progress.activity("delivering") if once else contextlib.nullcontext()
     with working:
-        run_dispatcher(store, once=once, at=when, on_pass=show)
+        run_dispatchers(store, once=once, at=when, on_pass=show)
 
 
 def status(

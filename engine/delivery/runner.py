@@ -35,7 +35,8 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 from engine.clock import utcnow
-from engine.delivery.channels import build_channels
+from engine.delivery.channels import ChannelSet, build_channels
+from engine.delivery.claims import CLAIM_ID_HEX, HOLDER_LENGTH
 from engine.delivery.config import delivery_config
 from engine.delivery.dispatcher import Clock, DispatchReport, Rules, dispatch_until_idle, frozen
 from engine.store import Store
@@ -43,9 +44,12 @@ from engine.store import Store
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def worker_name() -> str:
-    """host:pid — readable in `claimed_by` (each claim adds its own claim id)."""
-    return f"{socket.gethostname()}:{os.getpid()}"[:55]
+def worker_name(number: int | None = None) -> str:
+    """host:pid, or host:pid/<number> for one of several dispatchers of a process:
+    readable in `claimed_by` (each claim adds its own claim id)."""
+    suffix = "" if number is None else f"/{number}"
+    room = HOLDER_LENGTH - CLAIM_ID_HEX - 1 - len(suffix)
+    return f"{socket.gethostname()}:{os.getpid()}"[:room] + suffix
 
 
 @contextlib.contextmanager
@@ -88,16 +92,21 @@ def run_dispatcher(
     stop: threading.Event | None = None,
     on_pass: Callable[[DispatchReport], None] | None = None,
     rules: Rules = None,
+    worker_id: str | None = None,
+    channels: ChannelSet | None = None,
 ) -> DispatchReport:
     """Drain what is due; with once=False, repeat every `poll_seconds` until `stop`.
 
     Time is `clock` if given, else frozen at `at` if given, else the wall clock. `rules`
     are what the rule policy checks (`unless`, flight): a RuleSet, or a callable
     returning one per batch (the daemon's `RuleCache.rules`); default: the rule files,
-    read each batch and compiled again only when their bytes changed. Returns the
-    total of every pass, including `released` rows when it was stopped mid-batch.
+    read each batch and compiled again only when their bytes changed. `worker_id`
+    defaults to `worker_name()`; `channels` to those nudge.toml configures, built here
+    and closed at the end (channels given are left open). Returns the total of every
+    pass, including `released` rows when it was stopped mid-batch.
     """
     config = delivery_config(store.settings)
+    worker_id = worker_id or worker_name()
     if clock is None:
         clock = frozen(at) if at is not None else utcnow
     signals: contextlib.AbstractContextManager = contextlib.nullcontext()
@@ -106,12 +115,16 @@ def run_dispatcher(
         if threading.current_thread() is threading.main_thread():
             signals = stop_on_signals(stop)
     total = DispatchReport()
-    with signals, build_channels(store.settings, config) as channels:
+    if channels is not None:
+        built: contextlib.AbstractContextManager = contextlib.nullcontext(channels)
+    else:
+        built = build_channels(store.settings, config)
+    with signals, built as channels:
         while not stop.is_set():
             report = dispatch_until_idle(
                 store,
                 clock=clock,
-                worker_id=worker_name(),
+                worker_id=worker_id,
                 channels=channels,
                 config=config,
                 stop=stop,
@@ -122,4 +135,78 @@ def run_dispatcher(
                 on_pass(report)
             if once or stop.wait(poll_seconds):
                 break
+    return total
+
+
+def run_dispatchers(
+    store: Store,
+    *,
+    dispatchers: int | None = None,
+    once: bool = True,
+    at: datetime | None = None,
+    clock: Clock | None = None,
+    poll_seconds: float = 5.0,
+    stop: threading.Event | None = None,
+    on_pass: Callable[[DispatchReport], None] | None = None,
+    rules: Rules = None,
+    channels: ChannelSet | None = None,
+) -> DispatchReport:
+    """`run_dispatcher` `dispatchers` times at once (default `[delivery] dispatchers`),
+    each on a thread of its own with its own channels (unless `channels` are given)
+    and worker id (`host:pid/<n>`); returns their total.
+
+    They share the outbox as dispatchers of several daemons do: disjoint claims, caps
+    counted across claims (engine.delivery.policy). On PostgreSQL each waits for the
+    server while another runs Python; on SQLite, whose writes are serial, more than
+    one is slower (bench/README.md). A dispatcher that fails stops the others, and its
+    error is raised once all have ended; the first Ctrl-C or SIGTERM stops them all
+    when this runs on the main thread without a `stop`.
+    """
+    count = dispatchers or delivery_config(store.settings).dispatchers
+    arguments = {
+        "once": once,
+        "at": at,
+        "clock": clock,
+        "poll_seconds": poll_seconds,
+        "on_pass": on_pass,
+        "rules": rules,
+        "channels": channels,
+    }
+    if count == 1:
+        return run_dispatcher(store, stop=stop, **arguments)
+    signals: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if stop is None:
+        stop = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            signals = stop_on_signals(stop)
+    # The dispatchers stop on `halt`: set by `stop`, or by one of them failing.
+    halt = threading.Event()
+    reports: list[DispatchReport] = []
+    errors: list[BaseException] = []
+
+    def one(number: int) -> None:
+        try:
+            worker = worker_name(number)
+            reports.append(run_dispatcher(store, stop=halt, worker_id=worker, **arguments))
+        except BaseException as exc:  # noqa: BLE001 - raised below, once all have ended
+            errors.append(exc)
+            halt.set()
+
+    threads = [
+        threading.Thread(target=one, args=(number,), name=f"nudge-dispatch-{number}")
+        for number in range(1, count + 1)
+    ]
+    with signals:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.2)
+                if stop.is_set():
+                    halt.set()
+    if errors:
+        raise errors[0]
+    total = DispatchReport()
+    for report in reports:
+        total.add(report)
     return total

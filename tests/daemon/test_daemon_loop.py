@@ -141,3 +141,43 @@ def test_status_lists_the_daemon_and_the_rules(store, settings, tmp_path, monkey
     assert set(rules) == {"thanks", "monday"}
     next_fire = datetime.fromisoformat(rules["monday"]["next_fire"])
     assert next_fire.weekday() == 0 and next_fire - datetime.now(UTC) < timedelta(days=8)
+
+
+def test_a_daemon_with_two_dispatchers_delivers_every_action_once(store, settings, tmp_path):
+    """`[delivery] dispatchers = 2`: both dispatcher threads start after the first tick,
+    share the outbox (each action delivered once, by a numbered worker) and stop with
+    the daemon."""
+    with (settings.project_dir / "nudge.toml").open("a", encoding="utf-8") as toml:
+        toml.write("\n[delivery]\ndispatchers = 2\nbatch_size = 3\n")
+    write_rule(settings, "thanks", THANKS)
+    now = utcnow()
+    users = [{"id": f"u{n}"} for n in range(12)]
+    purchases = [
+        {"user": f"u{n}", "type": "purchase", "at": now.isoformat(), "amount": 5} for n in range(12)
+    ]
+    ingest(store, tmp_path, now=now, users=users, events=purchases)
+    stop = threading.Event()
+    daemon = threading.Thread(
+        target=run_daemon,
+        kwargs={
+            "project_dir": settings.project_dir,
+            "stop": stop,
+            "tick_seconds": 600,
+            "log": DaemonLog("json", io.StringIO()),
+        },
+    )
+    daemon.start()
+    try:
+        wait_for(lambda: outbox_states(store) == ["sent"] * 12)
+        dispatchers = [t.name for t in threading.enumerate() if t.name.startswith("nudge-disp")]
+    finally:
+        stop.set()
+        daemon.join(timeout=15)
+    assert not daemon.is_alive(), "the daemon did not stop"
+    assert sorted(dispatchers) == ["nudge-dispatch-1", "nudge-dispatch-2"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("nudge-disp")]
+    o = OutboxAction.__table__
+    with store.connect() as connection:
+        rows = connection.execute(sa.select(o.c.claimed_by, o.c.attempts)).all()
+    workers = {claimed_by.split("#")[0].rsplit("/", 1)[1] for claimed_by, _ in rows}
+    assert workers <= {"1", "2"} and {attempts for _, attempts in rows} == {1}
