@@ -18,7 +18,9 @@ take turns (one thread, nothing overlapped). The bounds leave out PostgreSQL's o
 it grows when messages come slower (a sink that sleeps between them wakes up for each).
 
 - noop: webhook actions into a channel that accepts everything (dispatcher overhead);
-  targets >= 20,000 actions/s on SQLite, >= 10,000/s on PostgreSQL;
+  targets >= 20,000 actions/s on SQLite, >= 10,000/s on PostgreSQL; `--dispatchers N`
+  also runs N dispatchers at once (`[delivery] dispatchers`), against the same
+  one-thread limit;
 - smtp: coupon + email actions of templates/winback (the coupon issued by a first,
   untimed pass, as the planner's coupon action does), one SMTP connection to an
   aiosmtpd sink, with the product's default `[delivery.email] pipelined`
@@ -68,6 +70,7 @@ from engine.delivery.channels.http import HttpChannel  # noqa: E402
 from engine.delivery.channels.smtp import SmtpChannel  # noqa: E402
 from engine.delivery.config import EmailConfig  # noqa: E402
 from engine.delivery.dispatcher import dispatch_until_idle  # noqa: E402
+from engine.delivery.runner import run_dispatchers  # noqa: E402
 from engine.store import Store  # noqa: E402
 from engine.store.database import create_engine_for  # noqa: E402
 from engine.store.migrations import upgrade  # noqa: E402
@@ -321,6 +324,30 @@ def nudge_noop(backend: str, n: int, folder: Path, _sink, _width) -> float:
     return seconds
 
 
+def nudge_noop_dispatchers(backend: str, n: int, folder: Path, _sink, _width) -> float:
+    """The noop case with `--dispatchers` dispatchers at once (`run_dispatchers`, as
+    `[delivery] dispatchers` runs them in the daemon), batches of 1,000 as above."""
+    with Backend(backend, folder) as store:
+        settings = store.settings.model_copy(update={"delivery": {"batch_size": 1000}})
+        store = Store(engine=store.engine, settings=settings)
+        fill(store, n, [("webhook", {"url": "https://example.com/hook"}, NOW)])
+        channel = NoopChannel()
+        channels = ChannelSet({"webhook": channel})
+        report = []
+
+        def work():
+            report.append(
+                run_dispatchers(
+                    store, dispatchers=DISPATCHERS, once=True, at=NOW, channels=channels
+                )
+            )
+
+        seconds = timed(work)
+        assert dict(report[0].outcomes) == {"sent": n}, report[0].as_dict()
+        assert len(channel.sent) == n and sent_count(store, "webhook") == n
+    return seconds
+
+
 def limit_noop(backend: str, n: int, folder: Path, _sink, _width) -> float:
     """The same rows claimed and marked sent by hand: two statements per 1,000 rows.
     The claim reads the one priority the rows have (0) in due order: one range of the
@@ -485,6 +512,9 @@ def _in_threads(send, n: int, width: int) -> None:
 
 
 BY_HAND = "by_hand"  # result key of the "render by hand + smtplib" limit
+# --dispatchers N: the noop case also runs N dispatchers at once (result key SEVERAL).
+DISPATCHERS = 1
+SEVERAL = "several_dispatchers"
 
 RUNS = {
     "noop": (nudge_noop, limit_noop, None),
@@ -502,6 +532,8 @@ def measure(case: str, backend: str, n: int, width: int, repeat: int, folder: Pa
     runs = [("nudge", nudge), ("limit", limit)]
     if case == "smtp" and COMPARE_PIPELINING:
         runs.insert(1, (OTHER_PIPELINING, nudge_smtp_other))
+    if case == "noop" and DISPATCHERS > 1:
+        runs.insert(1, (SEVERAL, nudge_noop_dispatchers))
     if case == "smtp":  # one connection: the limit with the rendering done by hand
         runs.append((BY_HAND, by_hand_smtp))
     times: dict[str, list[float]] = {name: [] for name, _ in runs}
@@ -550,6 +582,10 @@ def measure(case: str, backend: str, n: int, width: int, repeat: int, folder: Pa
     }
     if OTHER_PIPELINING in times:
         result[OTHER_PIPELINING] = rates(OTHER_PIPELINING)
+    if SEVERAL in times:
+        several = result[SEVERAL] = rates(SEVERAL)
+        several["dispatchers"] = DISPATCHERS
+        result["ratio_several"] = round(several["median"] / limit_rates["median"], 2)
     if BY_HAND in times:
         by_hand = result[BY_HAND] = rates(BY_HAND)
         result["ratio_by_hand"] = round(nudge_rates["median"] / by_hand["median"], 2)
@@ -600,14 +636,21 @@ def main() -> None:
     parser.add_argument("--sink-in-process", action="store_true", help="sinks as threads")
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
+        "--dispatchers",
+        type=int,
+        default=1,
+        help="noop: also run Nudge with this many dispatchers at once ([delivery] dispatchers)",
+    )
+    parser.add_argument(
         "--compare-pipelining",
         action="store_true",
         help="smtp: also run Nudge with [delivery.email] pipelined the other way",
     )
     args = parser.parse_args()
     Sink.in_process = args.sink_in_process
-    global COMPARE_PIPELINING
+    global COMPARE_PIPELINING, DISPATCHERS
     COMPARE_PIPELINING = args.compare_pipelining
+    DISPATCHERS = args.dispatchers
     load_before = os.getloadavg()
     results = []
     with tempfile.TemporaryDirectory() as folder:
@@ -627,6 +670,15 @@ def main() -> None:
                         f"(limit {r['limit']['cpu_ms']:.3f})",
                         flush=True,
                     )
+                    if SEVERAL in r:
+                        several = r[SEVERAL]
+                        print(
+                            f"{'':37}{several['dispatchers']} dispatchers "
+                            f"{several['median']:>6}/s (best {several['best']:>6})  "
+                            f"ratio {r['ratio_several']:.2f} (to the one-thread limit)  "
+                            f"cpu/action {several['cpu_ms']:.3f} ms",
+                            flush=True,
+                        )
                     if OTHER_PIPELINING in r:
                         other = r[OTHER_PIPELINING]
                         print(
