@@ -65,7 +65,7 @@ sys.path.insert(0, str(ROOT))
 import email_reference  # noqa: E402 - bench/, beside this file
 
 from engine.config import RulesSettings, Settings  # noqa: E402
-from engine.delivery.channels import ChannelSet, NoopChannel  # noqa: E402
+from engine.delivery.channels import ChannelSet  # noqa: E402
 from engine.delivery.channels.http import HttpChannel  # noqa: E402
 from engine.delivery.channels.smtp import SmtpChannel  # noqa: E402
 from engine.delivery.config import EmailConfig  # noqa: E402
@@ -315,12 +315,28 @@ CPU: list[float] = []
 SINK_CPU: list[float | None] = []
 
 
+class KeysChannel:
+    """Accepts everything and keeps each message's idempotency key (n distinct keys:
+    each action sent once). Not the messages: a daemon does not keep what it sent,
+    and 20,000 kept messages (100,000+ objects) made the cyclic garbage collector run
+    full collections that a daemon does not (80-90 ms per run of 1-1.4 s, SQLite)."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+
+    def send(self, message) -> None:
+        self.keys.add(message.key)
+
+    def close(self) -> None:
+        pass
+
+
 def nudge_noop(backend: str, n: int, folder: Path, _sink, _width) -> float:
     with Backend(backend, folder) as store:
         fill(store, n, [("webhook", {"url": "https://example.com/hook"}, NOW)])
-        channel = NoopChannel()
+        channel = KeysChannel()
         seconds = timed(lambda: drain(store, ChannelSet({"webhook": channel}), 1000, NOW, n))
-        assert len(channel.sent) == n and sent_count(store, "webhook") == n
+        assert len(channel.keys) == n and sent_count(store, "webhook") == n
     return seconds
 
 
@@ -331,7 +347,7 @@ def nudge_noop_dispatchers(backend: str, n: int, folder: Path, _sink, _width) ->
         settings = store.settings.model_copy(update={"delivery": {"batch_size": 1000}})
         store = Store(engine=store.engine, settings=settings)
         fill(store, n, [("webhook", {"url": "https://example.com/hook"}, NOW)])
-        channel = NoopChannel()
+        channel = KeysChannel()
         channels = ChannelSet({"webhook": channel})
         report = []
 
@@ -344,7 +360,7 @@ def nudge_noop_dispatchers(backend: str, n: int, folder: Path, _sink, _width) ->
 
         seconds = timed(work)
         assert dict(report[0].outcomes) == {"sent": n}, report[0].as_dict()
-        assert len(channel.sent) == n and sent_count(store, "webhook") == n
+        assert len(channel.keys) == n and sent_count(store, "webhook") == n
     return seconds
 
 
