@@ -12,6 +12,7 @@ The log also keeps the totals of what it reported, for the one summary line of
 from __future__ import annotations
 
 import sys
+import threading
 from collections import Counter
 from datetime import datetime
 from typing import Any, TextIO
@@ -37,6 +38,8 @@ class DaemonLog:
         self.held_out = 0
         self.failed_rules = 0
         self.delivered: Counter[str] = Counter()
+        # The ticks and each dispatcher log from their own threads: one line at a time.
+        self._lock = threading.Lock()
 
     def emit(self, event: str, message: str, **fields: Any) -> None:
         if self.format == "json":
@@ -46,7 +49,9 @@ class DaemonLog:
             now = clock.utcnow()
             now = now.astimezone(self.tz) if self.tz is not None else now
             line = f"{now.isoformat(timespec='seconds')} {message}"
-        print(line, file=self.stream, flush=True)
+        with self._lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
 
     def tick(self, evaluation, *, reason: str) -> None:
         """A tick that planned, failed, missed or recorded something; idle ones are silent."""
@@ -75,7 +80,8 @@ class DaemonLog:
     def dispatch(self, report) -> None:
         if not report.claimed:
             return
-        self.delivered.update(report.outcomes)
+        with self._lock:
+            self.delivered.update(report.outcomes)
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items()))
         self.emit("dispatch", f"dispatched {report.claimed}: {outcomes}", **report.as_dict())
 

@@ -158,9 +158,9 @@ def run_dispatchers(
     They share the outbox as dispatchers of several daemons do: disjoint claims, caps
     counted across claims (engine.delivery.policy). On PostgreSQL each waits for the
     server while another runs Python; on SQLite, whose writes are serial, more than
-    one is slower (bench/README.md). A dispatcher that fails stops the others, and its
-    error is raised once all have ended; the first Ctrl-C or SIGTERM stops them all
-    when this runs on the main thread without a `stop`.
+    one does not help (bench/README.md, Sixth round). A dispatcher that fails stops
+    the others, and its error is raised once all have ended; the first Ctrl-C or
+    SIGTERM stops them all when this runs on the main thread without a `stop`.
     """
     count = dispatchers or delivery_config(store.settings).dispatchers
     arguments = {
