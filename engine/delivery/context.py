@@ -83,7 +83,7 @@ class Outcome:
 
     @classmethod
     def sent(cls) -> Outcome:
-        return cls("sent")
+        return _SENT  # immutable, and the outcome of nearly every action: one object
 
     @classmethod
     def skipped(cls, reason: str) -> Outcome:
@@ -100,6 +100,9 @@ class Outcome:
     @classmethod
     def dead(cls, reason: str, error: str) -> Outcome:
         return cls("dead", reason=reason, error=error)
+
+
+_SENT = Outcome("sent")
 
 
 class DeliveryFailure(Exception):

@@ -333,11 +333,13 @@ def _check_and_send(
     decided: dict[int, Outcome] = {}
     passing: list[PlannedAction] = []
     for action in actions:  # priority order: caps give their slots to the first
-        verdict = next((o for p in policies if (o := p.check(ctx, action)) is not None), None)
-        if verdict is None:
-            passing.append(action)
+        for policy in policies:  # the first verdict decides
+            verdict = policy.check(ctx, action)
+            if verdict is not None:
+                decided[action.id] = verdict
+                break
         else:
-            decided[action.id] = verdict
+            passing.append(action)
     # Template files are looked up once per sub-batch: an edit is used from the next.
     with files_snapshot():
         delivered = deliver_batch(ctx, passing)
