@@ -128,6 +128,7 @@ def claim_batch(
         "lease_until": lease_until,
         "attempts": outbox.c.attempts + 1,
         "updated_at": now,
+        "cap_reserved_at": None,  # a taken-over row passes its cap again
     }
     rows = _claim(connection, _taken_over(now), limit, values)
     level = _highest_planned_priority(connection, below=None)
@@ -224,6 +225,7 @@ def release_claims(
             state="planned",
             claimed_by=None,
             lease_until=None,
+            cap_reserved_at=None,
             attempts=sa.case((outbox.c.attempts > 0, outbox.c.attempts - 1), else_=0),
             updated_at=now,
         )
@@ -249,8 +251,6 @@ class Lease:
         self.store, self.holder, self.duration = store, holder, duration
         self.held: set[int] = set(ids)
         self.lost: set[int] = set()
-        # The claim's instant (the rows' `updated_at` until they are recorded).
-        self.claimed_at = claimed_at
         self.renewed_at = claimed_at
 
     def due(self, now: datetime) -> bool:
@@ -346,7 +346,13 @@ def record_outcomes(
             )
     written: set[int] = set()
     for (state, reason, error), ids in groups.items():
-        values = {"state": state, "reason": reason, "lease_until": None, "updated_at": now}
+        values = {
+            "state": state,
+            "reason": reason,
+            "lease_until": None,
+            "cap_reserved_at": None,
+            "updated_at": now,
+        }
         if state == "sent":
             values["sent_at"] = now
         else:
@@ -378,6 +384,7 @@ def record_outcomes(
                 next_attempt_at=sa.bindparam("b_next", type_=outbox.c.next_attempt_at.type),
                 attempts=outbox.c.attempts - sa.bindparam("b_undo"),
                 lease_until=None,
+                cap_reserved_at=None,
                 updated_at=now,
             )
         )

@@ -340,6 +340,11 @@ def _check_and_send(
                 break
         else:
             passing.append(action)
+    for policy in policies:
+        taken_back = policy.confirm(ctx, passing)
+        if taken_back:
+            decided.update(taken_back)
+            passing = [a for a in passing if a.id not in taken_back]
     # Template files are looked up once per sub-batch: an edit is used from the next.
     with files_snapshot():
         delivered = deliver_batch(ctx, passing)

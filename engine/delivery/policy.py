@@ -43,6 +43,12 @@ class DeliveryPolicy:
         """None lets the action through; an Outcome (skipped/deferred) stops it."""
         return None
 
+    def confirm(self, ctx: DeliveryContext, actions: Sequence[PlannedAction]) -> dict[int, Outcome]:
+        """Called with the actions that passed every check, just before they are sent:
+        reserve what they use (caps reserve their slots), and take back any that can no
+        longer go, with its Outcome (by action id)."""
+        return {}
+
 
 class ConsentPolicy(DeliveryPolicy):
     """Consent and unsubscribe, re-read at send time: a planned email to a user who
@@ -148,13 +154,15 @@ class FrequencyCapPolicy(DeliveryPolicy):
     earlier sub-batches of the same batch are counted from the outbox, where they were
     recorded before this sub-batch's `before_batch`.
 
-    Other dispatchers (another daemon, a `nudge dispatch`) may hold the same user's
-    actions at the same moment, not yet recorded. An action another claim holds (lease
-    not run out) takes a slot when that claim came first: claimed earlier, or at the
-    same instant by the smaller holder. Each of two claims therefore counts the other's
-    action or is counted by it, never both and never neither, whichever order their
-    checks run in: one message is sent, the other capped (tests/delivery/
-    test_caps_between_dispatchers.py).
+    Other dispatchers (another daemon, a `nudge dispatch`, `[delivery] dispatchers`)
+    may hold the same user's actions at the same moment. So the actions that passed
+    every check reserve their slots before they are sent (`confirm`): one transaction,
+    serialised with every other dispatcher's reservations (an advisory lock on
+    PostgreSQL, the single writer on SQLite), counts the slots again — sends recorded
+    in the window, and actions other claims reserved and have not recorded yet, lease
+    not run out — and marks the actions that keep a slot (`cap_reserved_at`); the
+    others are capped. Whichever dispatcher reserves second sees the first one's
+    reservation (tests/delivery/test_caps_between_dispatchers.py).
     """
 
     name = "caps"
@@ -164,33 +172,8 @@ class FrequencyCapPolicy(DeliveryPolicy):
         self.oldest: dict[tuple[str, str], datetime] = {}
 
     def before_batch(self, ctx: DeliveryContext, actions: Sequence[PlannedAction]) -> None:
-        self.counts.clear()
-        self.oldest.clear()
-        for channel, cap in ctx.config.caps.items():
-            users = sorted({a.user_id for a in actions if a.channel == channel})
-            if not users:
-                continue
-            query = (
-                sa.select(outbox.c.user_id, sa.func.count(), sa.func.min(outbox.c.sent_at))
-                .where(
-                    outbox.c.channel == channel,
-                    outbox.c.state == "sent",
-                    outbox.c.sent_at > ctx.now - cap.window,
-                    among(outbox.c.user_id, users),
-                )
-                .group_by(outbox.c.user_id)
-            )
-            with ctx.store.read() as connection:
-                for user_id, count, oldest in connection.execute(query):
-                    self.counts[(user_id, channel)] = count
-                    self.oldest[(user_id, channel)] = oldest
-                lease = getattr(ctx, "lease", None)
-                if lease is not None:
-                    for user_id, count in connection.execute(
-                        _held_before(lease, channel, users, ctx.now)
-                    ):
-                        key = (user_id, channel)
-                        self.counts[key] = self.counts.get(key, 0) + count
+        with ctx.store.read() as connection:
+            self._count(connection, ctx, actions)
 
     def check(self, ctx: DeliveryContext, action: PlannedAction) -> Outcome | None:
         cap = ctx.config.caps.get(action.channel)
@@ -207,24 +190,74 @@ class FrequencyCapPolicy(DeliveryPolicy):
             return Outcome.deferred(max(oldest + cap.window, ctx.now), "capped")
         return Outcome.skipped("capped")
 
+    def confirm(self, ctx: DeliveryContext, actions: Sequence[PlannedAction]) -> dict[int, Outcome]:
+        lease = getattr(ctx, "lease", None)
+        capped = [a for a in actions if a.channel in ctx.config.caps]
+        if lease is None or not capped:
+            return {}
+        taken_back: dict[int, Outcome] = {}
+        with ctx.store.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(CAP_RESERVATIONS_LOCK)))
+            self._count(connection, ctx, capped)
+            kept = []
+            for action in capped:  # priority order, as they were checked
+                verdict = self.check(ctx, action)
+                if verdict is None:
+                    kept.append(action.id)
+                else:
+                    taken_back[action.id] = verdict
+            if kept:
+                connection.execute(
+                    sa.update(outbox)
+                    .where(among(outbox.c.id, kept), outbox.c.claimed_by == lease.holder)
+                    .values(cap_reserved_at=ctx.now)
+                )
+        return taken_back
 
-def _held_before(lease, channel: str, users: list[str], now: datetime) -> sa.Select:
-    """Per user, the actions on `channel` that other claims hold (lease not run out)
-    and that came before `lease`'s claim: claimed earlier, or at the same instant by
-    a smaller holder. While claimed, a row's `updated_at` is its claim's instant."""
-    earlier = sa.or_(
-        outbox.c.updated_at < lease.claimed_at,
-        sa.and_(outbox.c.updated_at == lease.claimed_at, outbox.c.claimed_by < lease.holder),
+    def _count(self, connection, ctx: DeliveryContext, actions: Sequence[PlannedAction]) -> None:
+        """The slots taken per (user, channel) of `actions`, from scratch."""
+        self.counts.clear()
+        self.oldest.clear()
+        lease = getattr(ctx, "lease", None)
+        holder = lease.holder if lease is not None else None
+        for channel, cap in ctx.config.caps.items():
+            users = sorted({a.user_id for a in actions if a.channel == channel})
+            if not users:
+                continue
+            query = _slots_taken(channel, users, ctx.now - cap.window, ctx.now, holder)
+            for user_id, count, oldest in connection.execute(query):
+                self.counts[(user_id, channel)] = count
+                if oldest is not None:
+                    self.oldest[(user_id, channel)] = oldest
+
+
+# The key of the PostgreSQL advisory lock that serialises cap reservations (any fixed
+# 64-bit number no other lock of the database uses: "nudgecap" in ASCII).
+CAP_RESERVATIONS_LOCK = 0x6E75646765636170
+
+
+def _slots_taken(
+    channel: str, users: list[str], since: datetime, now: datetime, holder: str | None
+) -> sa.Select:
+    """Per user: the slots taken on `channel` — sends recorded since `since`, and
+    actions other claims reserved and have not recorded (lease not run out) — and
+    the oldest of those sends. One statement, so one snapshot: a reservation recorded
+    as a send between two statements cannot be counted by neither."""
+    reserved = sa.and_(
+        outbox.c.state == "claimed",
+        outbox.c.cap_reserved_at.is_not(None),
+        outbox.c.lease_until >= now,
     )
+    if holder is not None:
+        reserved = sa.and_(reserved, outbox.c.claimed_by != holder)
+    sent = sa.and_(outbox.c.state == "sent", outbox.c.sent_at > since)
     return (
-        sa.select(outbox.c.user_id, sa.func.count())
+        sa.select(outbox.c.user_id, sa.func.count(), sa.func.min(outbox.c.sent_at))
         .where(
             outbox.c.channel == channel,
-            outbox.c.state == "claimed",
-            outbox.c.claimed_by != lease.holder,
-            outbox.c.lease_until >= now,
             among(outbox.c.user_id, users),
-            earlier,
+            sa.or_(sent, reserved),
         )
         .group_by(outbox.c.user_id)
     )

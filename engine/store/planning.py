@@ -134,6 +134,9 @@ class OutboxAction(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # Set while claimed, once the action passed its frequency cap: its slot is taken
+    # until it is recorded (engine/delivery/policy.py, migration 0009).
+    cap_reserved_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
 
 
 class Installation(SQLModel, table=True):
