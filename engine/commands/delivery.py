@@ -66,8 +66,6 @@ def dispatch(
 
     Example: nudge dispatch --once
     """
-    import contextlib
-
     from engine.delivery.runner import run_dispatchers
 
     def show(report) -> None:
@@ -80,10 +78,13 @@ def dispatch(
 
     store = open_project_store()
     when = parse_at(at, tz=store.settings.tz) if at else None
-    # The loop runs until stopped and prints each pass: a spinner only for one pass.
-    working = progress.activity("delivering") if once else contextlib.nullcontext()
-    with working:
-        run_dispatchers(store, once=once, at=when, on_pass=show)
+    if once:  # one pass (of every dispatcher): a spinner, then their total
+        with progress.activity("delivering"):
+            total = run_dispatchers(store, once=True, at=when)
+        show(total)
+        return
+    # The loop runs until stopped and prints each pass that claimed something.
+    run_dispatchers(store, once=False, at=when, on_pass=show)
 
 
 def status(

@@ -152,8 +152,9 @@ def run_dispatchers(
     channels: ChannelSet | None = None,
 ) -> DispatchReport:
     """`run_dispatcher` `dispatchers` times at once (default `[delivery] dispatchers`),
-    each on a thread of its own with its own channels (unless `channels` are given)
-    and worker id (`host:pid/<n>`); returns their total.
+    each on a thread of its own with its own channels and worker id (`host:pid/<n>`);
+    returns their total. `channels`, when given, are shared by all of them: they must
+    be safe to send on from several threads.
 
     They share the outbox as dispatchers of several daemons do: disjoint claims, caps
     counted across claims (engine.delivery.policy). On PostgreSQL each waits for the
