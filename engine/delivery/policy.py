@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import sqlalchemy as sa
 
 from engine.action_kinds import ACTION_KINDS
+from engine.delivery.claims import held_by
 from engine.delivery.config import SendWindow
 from engine.delivery.context import DeliveryContext, Outcome, PlannedAction
 from engine.localtime import first_instant_at_or_after
@@ -210,7 +211,7 @@ class FrequencyCapPolicy(DeliveryPolicy):
             if kept:
                 connection.execute(
                     sa.update(outbox)
-                    .where(among(outbox.c.id, kept), outbox.c.claimed_by == lease.holder)
+                    .where(among(outbox.c.id, kept), held_by(lease.holder))
                     .values(cap_reserved_at=ctx.now)
                 )
         return taken_back
