@@ -42,6 +42,21 @@ def _beat_after_start(store, d) -> bool:
     return row is not None and row.heartbeat_at > row.started_at
 
 
+def _daemon_thread(settings, stop: threading.Event, log: io.StringIO) -> threading.Thread:
+    """`nudge run` on a thread, started: a 600 s timer tick, JSON log into `log`."""
+    daemon = threading.Thread(
+        target=run_daemon,
+        kwargs={
+            "project_dir": settings.project_dir,
+            "stop": stop,
+            "tick_seconds": 600,
+            "log": DaemonLog("json", log),
+        },
+    )
+    daemon.start()
+    return daemon
+
+
 def outbox_states(store) -> list[str]:
     o = OutboxAction.__table__
     with store.connect() as connection:
@@ -54,16 +69,7 @@ def test_an_ingested_purchase_is_planned_and_delivered_within_seconds(store, set
     stop = threading.Event()
     log = io.StringIO()
     # A long tick: only the ingest's wake-up can explain a prompt plan.
-    daemon = threading.Thread(
-        target=run_daemon,
-        kwargs={
-            "project_dir": settings.project_dir,
-            "stop": stop,
-            "tick_seconds": 600,
-            "log": DaemonLog("json", log),
-        },
-    )
-    daemon.start()
+    daemon = _daemon_thread(settings, stop, log)
     try:
         # After the first tick (its heartbeat): the purchase can only be seen by a
         # wake-up, not by the start.
@@ -157,16 +163,7 @@ def test_a_daemon_with_two_dispatchers_delivers_every_action_once(store, setting
     ]
     ingest(store, tmp_path, now=now, users=users, events=purchases)
     stop = threading.Event()
-    daemon = threading.Thread(
-        target=run_daemon,
-        kwargs={
-            "project_dir": settings.project_dir,
-            "stop": stop,
-            "tick_seconds": 600,
-            "log": DaemonLog("json", io.StringIO()),
-        },
-    )
-    daemon.start()
+    daemon = _daemon_thread(settings, stop, io.StringIO())
     try:
         wait_for(lambda: outbox_states(store) == ["sent"] * 12)
         dispatchers = [t.name for t in threading.enumerate() if t.name.startswith("nudge-disp")]

@@ -54,6 +54,15 @@ def _two_actions(store, first: dict = HOOK, first_priority: int = 0):
     return store
 
 
+def _claim_one(store, holder: str, *, at) -> None:
+    """Another dispatcher claims the first due action at `at` (lease: 5 minutes) and
+    has not checked it yet."""
+    with store.begin() as connection:
+        claim_batch(
+            connection, now=at, worker_id=holder, lease_until=at + timedelta(minutes=5), limit=1
+        )
+
+
 @pytest.mark.parametrize(
     ("first_worker", "second_worker", "second_clock"),
     [
@@ -96,14 +105,7 @@ def test_a_claim_that_has_not_checked_yet_takes_no_slot(store):
     is sent; the other, when checked (here after its lease ran out and it was taken
     over), finds the slot taken."""
     store = _two_actions(store)
-    with store.begin() as connection:
-        claim_batch(
-            connection,
-            now=T0 - timedelta(seconds=1),
-            worker_id="w0#early",
-            lease_until=T0 + timedelta(minutes=5),
-            limit=1,
-        )
+    _claim_one(store, "w0#early", at=T0 - timedelta(seconds=1))
     channel = NoopChannel()
     report = dispatch_once(store, now=T0, worker_id="w1", channels=ChannelSet({"webhook": channel}))
     assert report.outcomes == {"sent": 1} and len(channel.sent) == 1
@@ -146,14 +148,7 @@ def test_a_send_recorded_while_the_slots_are_counted_is_counted_once(store):
     """The other dispatcher records its send just as this one counts the slots (its
     statement runs first): counted as sent, never missed between two reads."""
     store = _two_actions(store)
-    with store.begin() as connection:
-        claim_batch(
-            connection,
-            now=T0 - timedelta(seconds=1),
-            worker_id="w0#early",
-            lease_until=T0 + timedelta(minutes=5),
-            limit=1,
-        )
+    _claim_one(store, "w0#early", at=T0 - timedelta(seconds=1))
     recorded = []
 
     def record_first(conn, cursor, statement, parameters, context, executemany):
@@ -182,14 +177,8 @@ def test_an_action_held_by_a_crashed_dispatcher_does_not_count(store):
     """A reserved action whose lease ran out was never recorded as sent: it does not
     hold the user's slot (it is taken over, and checked again, first)."""
     store = _two_actions(store)
+    _claim_one(store, "crashed#1", at=T0 - timedelta(minutes=10))  # lease ends at T0 - 5m
     with store.begin() as connection:
-        claim_batch(
-            connection,
-            now=T0 - timedelta(minutes=10),
-            worker_id="crashed#1",
-            lease_until=T0 - timedelta(minutes=5),
-            limit=1,
-        )
         connection.execute(
             sa.update(outbox)
             .where(outbox.c.claimed_by == "crashed#1")
