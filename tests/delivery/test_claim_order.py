@@ -19,6 +19,7 @@ from delivery_helpers import T0, add_users, outbox_rows, plan
 from engine.delivery.channels import ChannelSet, NoopChannel
 from engine.delivery.claims import claim_batch
 from engine.delivery.dispatcher import dispatch_once, dispatch_until_idle
+from engine.store.types import UTCDateTime
 
 MINUTE = timedelta(minutes=1)
 HOOK = {"url": "https://example.com/h"}
@@ -80,7 +81,9 @@ def _backlog(store, users: int) -> None:
                 " kind, channel, priority, payload, state, attempts, next_attempt_at,"
                 " created_at, updated_at) VALUES (:key, :n, 1, 'r', :user, 'webhook',"
                 " 'webhook', :priority, :payload, 'planned', 0, :due, :at, :at)"
-            ).bindparams(sa.bindparam("due", type_=sa.DateTime(timezone=True))),
+            ).bindparams(
+                sa.bindparam("due", type_=UTCDateTime()), sa.bindparam("at", type_=UTCDateTime())
+            ),
             [
                 {
                     "key": f"k{i}",
@@ -102,8 +105,9 @@ def _backlog(store, users: int) -> None:
 
 def _explained(store, run, explain: str) -> list[tuple[str, object]]:
     """(statement, plan) of every SELECT and UPDATE `run` executes, each explained just
-    before it runs, on its own connection and transaction (so against the same rows
-    and locks): `explain` is the EXPLAIN prefix; an ANALYZE is rolled back."""
+    before it runs, on the statement's own connection and transaction (so against the
+    same rows and locks): `explain` is the EXPLAIN prefix; on PostgreSQL the EXPLAIN
+    ANALYZE runs in a savepoint that is rolled back."""
     explained = []
 
     def note(conn, cursor, statement, parameters, context, executemany):
