@@ -328,8 +328,12 @@ def _check_and_send(
     or carried by `before_send`)."""
     if not actions:
         return []
+    # `before_batch` and `confirm` are optional: a plugin's policy needs only a name and
+    # `check` (engine/delivery/policy_kinds.py).
     for policy in policies:
-        policy.before_batch(ctx, actions)
+        before_batch = getattr(policy, "before_batch", None)
+        if before_batch is not None:
+            before_batch(ctx, actions)
     decided: dict[int, Outcome] = {}
     passing: list[PlannedAction] = []
     for action in actions:  # priority order: caps give their slots to the first
@@ -341,7 +345,8 @@ def _check_and_send(
         else:
             passing.append(action)
     for policy in policies:
-        taken_back = policy.confirm(ctx, passing)
+        confirm = getattr(policy, "confirm", None)
+        taken_back = confirm(ctx, passing) if confirm is not None else None
         if taken_back:
             decided.update(taken_back)
             passing = [a for a in passing if a.id not in taken_back]

@@ -3,8 +3,9 @@
 An entry point loads a factory, `factory(rules) -> policy`, called once per claimed
 batch (a policy keeps per-batch state); `rules` is what engine.delivery.rule_policy
 takes and most policies ignore it. The policy has a `name` equal to the entry point's,
-`check(ctx, action) -> Outcome | None` and optionally `before_batch(ctx, actions)`
-(engine.delivery.policy.DeliveryPolicy is the base class to subclass). Nudge's own
+`check(ctx, action) -> Outcome | None` and optionally `before_batch(ctx, actions)` and
+`confirm(ctx, passing)` (engine.delivery.policy.DeliveryPolicy is the base class to
+subclass). Nudge's own
 four are entry points of its pyproject.toml, like a shop's: `[delivery] policies`
 places a plugin's policy in the order by its name (docs/plugins.md).
 """

@@ -172,3 +172,31 @@ def test_status_and_retry(store):
     assert retry_dead(store, now=T0 + timedelta(minutes=5)) == 1
     dispatch_until_idle(store, now=T0 + timedelta(minutes=5), worker_id="w", channels=channels())
     assert delivery_status(store).counts["sent"] == 1
+
+
+def test_a_policy_needs_only_a_name_and_check(store):
+    """A plugin's policy that is not a DeliveryPolicy and has neither `before_batch`
+    nor `confirm` (both optional, docs/plugins.md) is asked like the others."""
+    from engine.delivery.context import Outcome
+    from engine.delivery.dispatcher import dispatch_once
+    from engine.delivery.middleware import default_policies
+
+    class OnlyCheck:
+        name = "only-check"
+
+        def check(self, ctx, action):
+            return Outcome.skipped("held") if action.user_id == "u2" else None
+
+    add_users(store, {"id": "u1"}, {"id": "u2"})
+    plan(store, "webhook", "u1", {"url": "https://example.com/h"})
+    plan(store, "webhook", "u2", {"url": "https://example.com/h"})
+    sink = NoopChannel()
+    report = dispatch_once(
+        store,
+        now=T0,
+        worker_id="w1",
+        channels=ChannelSet({"webhook": sink}),
+        policies=[*default_policies(), OnlyCheck()],
+    )
+    assert report.outcomes == {"sent": 1, "skipped": 1} and report.reasons == {"held": 1}
+    assert [m.body["data"]["user_id"] for m in sink.sent] == ["u1"]
