@@ -15,7 +15,7 @@ import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import (
     BaseModel,
@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from engine.errors import ConfigError
+from engine.localtime import zone_named
 
 CONFIG_FILE = "nudge.toml"
 DEFAULT_DATABASE_FILE = "nudge.db"
@@ -73,12 +74,10 @@ class ShopSettings(_Section):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        if zone_named(value) is None:
             close = difflib.get_close_matches(value, sorted(available_timezones()), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown time zone {value!r}{hint}") from None
+            raise ValueError(f"unknown time zone {value!r}{hint}")
         return value
 
 

@@ -16,7 +16,7 @@ the two days a year that make this hard:
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 class NonexistentTimeError(ValueError):
@@ -84,3 +84,17 @@ def shop_time_text(value: datetime | None, zone: ZoneInfo) -> str:
     if value is None:
         return ""
     return value.astimezone(zone).isoformat(sep=" ", timespec="seconds")
+
+
+def zone_named(name: str) -> ZoneInfo | None:
+    """The IANA zone `name`, or None when there is none by that name.
+
+    The standard library raises more than ZoneInfoNotFoundError for names that are not
+    zones: ValueError for malformed ones, and IsADirectoryError for the name of a
+    folder of the tz database ("US", "America", "Etc"), which it opens as if it were a
+    zone file. All of them mean "not a time zone" to Nudge.
+    """
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, IsADirectoryError):
+        return None

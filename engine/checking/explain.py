@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from engine.consent import channel_consent_sql
 from engine.errors import NotFoundError
+from engine.localtime import zone_named
 from engine.planning.assignment import bucket, holdout_basis_points, variant_for_bucket
 from engine.planning.pipeline import build_sources, is_final
 from engine.planning.runner import evaluate, refresh_stages_up_to
@@ -325,7 +326,9 @@ def _caps(connection, spec, user_id, at) -> dict:
 def _send_window(spec, user, shop_zone: ZoneInfo, at: datetime) -> dict | None:
     if spec.send_window is None:
         return None
-    zone = ZoneInfo(user["timezone"]) if user["timezone"] else shop_zone
+    # A stored zone that is not one (imported before ingest checked it) reads as the
+    # shop's, as delivery's send windows read it (engine.delivery.policy.user_zone).
+    zone = (zone_named(user["timezone"]) if user["timezone"] else None) or shop_zone
     local = at.astimezone(zone)
     start, end = spec.send_window
     clock_text = local.strftime("%H:%M")

@@ -16,14 +16,14 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from engine import durations
 from engine.clock import ensure_aware
 from engine.config import Settings
 from engine.creatives.errors import OfferFactMissing
 from engine.creatives.links import sign_token
-from engine.localtime import day_end, first_instant_at_or_after
+from engine.localtime import day_end, first_instant_at_or_after, zone_named
 from engine.store.profiles import PROFILE_COLUMNS
 
 SAFE_USER_FIELDS = ("name", "first_name", "locale", "member_tier", "country", "timezone")
@@ -127,10 +127,7 @@ def normalize_offer(offer: Mapping[str, Any], *, now: datetime, settings: Settin
 
 
 def _zone(name: str | None, default: ZoneInfo) -> ZoneInfo:
-    try:
-        return ZoneInfo(name) if name else default
-    except (ZoneInfoNotFoundError, ValueError):
-        return default
+    return (zone_named(name) if name else None) or default
 
 
 def _is_cjk(text: str) -> bool:

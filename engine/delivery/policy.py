@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -20,7 +20,7 @@ from engine.action_kinds import ACTION_KINDS
 from engine.delivery.claims import held_by
 from engine.delivery.config import SendWindow
 from engine.delivery.context import DeliveryContext, Outcome, PlannedAction
-from engine.localtime import first_instant_at_or_after
+from engine.localtime import first_instant_at_or_after, zone_named
 from engine.store.planning import OutboxAction
 from engine.store.sql import among
 
@@ -106,10 +106,10 @@ def _consent_of(action: PlannedAction) -> str | None:
 def user_zone(ctx: DeliveryContext, user_id: str) -> ZoneInfo:
     contact = ctx.contacts.get(user_id)
     if contact is not None and contact.timezone:
-        try:
-            return ZoneInfo(contact.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            pass  # a bad zone in imported data falls back to the shop's, never fails a send
+        # A bad zone in imported data falls back to the shop's, never fails a send.
+        zone = zone_named(contact.timezone)
+        if zone is not None:
+            return zone
     return ctx.settings.tz
 
 

@@ -18,11 +18,11 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from babel import Locale
 
-from engine.localtime import NonexistentTimeError, wall_to_utc
+from engine.localtime import NonexistentTimeError, wall_to_utc, zone_named
 
 
 class RowError(ValueError):
@@ -288,10 +288,7 @@ def _json_kind(value: Any) -> str:
 
 @lru_cache(maxsize=1024)
 def _zone(name: str) -> ZoneInfo | None:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
+    return zone_named(name)
 
 
 @lru_cache(maxsize=1)

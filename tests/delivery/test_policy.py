@@ -200,3 +200,18 @@ def test_a_policy_needs_only_a_name_and_check(store):
     )
     assert report.outcomes == {"sent": 1, "skipped": 1} and report.reasons == {"held": 1}
     assert [m.body["data"]["user_id"] for m in sink.sent] == ["u1"]
+
+
+def test_a_user_zone_that_is_a_tz_folder_falls_back_to_the_shops(store):
+    """Imported before ingest refused it: a stored zone "US" (a folder of the tz
+    database) is treated like any unknown zone, the shop's, not a failed batch."""
+    store = with_delivery(store)
+    add_users(store, {"id": "us", "timezone": "US"})
+    window = {"send_window": {"between": ["09:00", "21:00"]}}
+    plan(store, "webhook", "us", {"url": "https://example.com/h", **window})
+    sink = NoopChannel()
+    report = dispatch_until_idle(
+        store, now=T0, worker_id="w", channels=ChannelSet({"webhook": sink})
+    )
+    # T0 is 10:00 in the shop's zone (Asia/Shanghai): inside the window.
+    assert report.outcomes == {"sent": 1} and len(sink.sent) == 1

@@ -114,3 +114,17 @@ def test_user_values_the_database_cannot_store_are_rejected(store, tmp_path):
     ]
     assert report.users_upserted == 1
     assert user(store, "u1").attributes == {"size": "M"}
+
+
+def test_a_folder_of_the_tz_database_is_not_a_time_zone(store, tmp_path):
+    """ "US" and "America" are folders of the tz database: the standard library opens them
+    as zone files and raises IsADirectoryError, which stopped the import (found by the
+    fuzz test). Each row is rejected with the usual reason; the others are stored."""
+    path = tmp_path / "users.csv"
+    path.write_text("id,timezone\nu1,US\nu2,America\nu3,America/New_York\n", encoding="utf-8")
+    report = ingest_files(store, [path], now=NOW)
+    assert [(r.line, r.reason) for r in report.rejected] == [
+        (2, "unknown time zone 'US' (use an IANA name such as Asia/Shanghai)"),
+        (3, "unknown time zone 'America' (use an IANA name such as Asia/Shanghai)"),
+    ]
+    assert report.users_upserted == 1

@@ -82,3 +82,10 @@ def test_cli_prints_config_errors_without_traceback(tmp_path, monkeypatch):
         f"Error: {tmp_path / 'nudge.toml'}:2: shop.currency: "
         "'yuan' is not an ISO 4217 currency code like 'CNY' or 'USD'\n"
     )
+
+
+def test_a_folder_of_the_tz_database_is_an_unknown_time_zone(tmp_path):
+    path = write(tmp_path, '[shop]\nname = "x"\ntimezone = "America"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={})
+    assert str(caught.value).startswith(f"{path}:3: shop.timezone: unknown time zone 'America'")
