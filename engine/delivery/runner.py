@@ -82,6 +82,19 @@ def stop_on_signals(
         restore()
 
 
+def _stop_event(
+    stop: threading.Event | None,
+) -> tuple[threading.Event, contextlib.AbstractContextManager]:
+    """`stop`, or an event of our own that the first Ctrl-C or SIGTERM sets while the
+    returned context is entered (signal handlers only from the main thread)."""
+    if stop is not None:
+        return stop, contextlib.nullcontext()
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        return stop, stop_on_signals(stop)
+    return stop, contextlib.nullcontext()
+
+
 def run_dispatcher(
     store: Store,
     *,
@@ -109,11 +122,7 @@ def run_dispatcher(
     worker_id = worker_id or worker_name()
     if clock is None:
         clock = frozen(at) if at is not None else utcnow
-    signals: contextlib.AbstractContextManager = contextlib.nullcontext()
-    if stop is None:
-        stop = threading.Event()
-        if threading.current_thread() is threading.main_thread():
-            signals = stop_on_signals(stop)
+    stop, signals = _stop_event(stop)
     total = DispatchReport()
     if channels is not None:
         built: contextlib.AbstractContextManager = contextlib.nullcontext(channels)
@@ -175,11 +184,7 @@ def run_dispatchers(
     }
     if count == 1:
         return run_dispatcher(store, stop=stop, **arguments)
-    signals: contextlib.AbstractContextManager = contextlib.nullcontext()
-    if stop is None:
-        stop = threading.Event()
-        if threading.current_thread() is threading.main_thread():
-            signals = stop_on_signals(stop)
+    stop, signals = _stop_event(stop)
     # The dispatchers stop on `halt`: set by `stop`, or by one of them failing.
     halt = threading.Event()
     reports: list[DispatchReport] = []
