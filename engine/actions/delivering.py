@@ -67,9 +67,9 @@ def send_each(
     A channel that takes several messages at once (`ctx.channels.parallel(name)`,
     engine.delivery.channels.parallel) gets each message on a worker thread once it is
     built, up to its `concurrency` in flight; a one-connection channel that is
-    `pipelined` (SMTP, when asked) gets them on its one worker, in order, one built
-    ahead: the next message is checked and built while the previous one waits for the
-    server. Either way this returns when all have finished.
+    `pipelined` (SMTP, by default) gets them in its pipeline, in order, on this thread:
+    the next message is checked and built while the server works on the previous one.
+    Either way this returns when all have their outcome.
     """
     before_send = getattr(ctx, "before_send", None)
     outcomes: dict[int, Outcome] = {}
@@ -85,7 +85,7 @@ def send_each(
                 if unexpected:
                     break  # as when sending one at a time: nothing more is sent (raised below)
                 # The slot first, then the last check: the message leaves once it is
-                # built (or, pipelined, once the message before it was answered).
+                # built (pipelined: its envelope does; its content follows the next).
                 pool.reserve()
                 try:
                     message = _checked_message(action, params, before_send, build)
@@ -100,29 +100,40 @@ def send_each(
                 future.add_done_callback(_note_unexpected(unexpected))
                 in_flight.append((action, future))
         except BaseException:
+            senders.finish()
             wait([future for _, future in in_flight])  # never leave a send running unseen
             raise
+        senders.finish()
         outcomes.update(_outcomes_of(in_flight))
     return outcomes
 
 
 class _Senders:
-    """The channel set's worker pools of one `send_each` call, by channel name (None
-    for a channel sent on the calling thread). While any is used, the GIL is handed
-    over quickly (parallel.quick_switching)."""
+    """The channel set's sending pools of one `send_each` call, by channel name (None
+    for a channel sent by `send` on the calling thread). While a pool of worker
+    threads is used, the GIL is handed over quickly (parallel.quick_switching)."""
 
     def __init__(self, channels):
         self.parallel_of = getattr(channels, "parallel", None)
         self.found: dict[str, ParallelSends | None] = {}
+        self.switching = False
         self.stack = ExitStack()
 
     def of(self, name: str) -> ParallelSends | None:
         if name not in self.found:
             pool = self.parallel_of(name) if self.parallel_of is not None else None
-            if pool is not None and not any(self.found.values()):
+            if getattr(pool, "threaded", True) and pool is not None and not self.switching:
                 self.stack.enter_context(quick_switching())
+                self.switching = True
             self.found[name] = pool
         return self.found[name]
+
+    def finish(self) -> None:
+        """Let every pool used read what it still owes (a pipeline's last replies):
+        after this, every future it returned is resolved or will be by a worker."""
+        for pool in self.found.values():
+            if pool is not None:
+                pool.finish()
 
     def __enter__(self) -> _Senders:
         return self

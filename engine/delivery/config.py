@@ -169,10 +169,10 @@ class EmailConfig(_Model):
     timeout: float = Field(default=30, gt=0)
     # SMTP connections used at once (a pool): that many emails are in flight together.
     connections: int = Field(default=1, ge=1, le=32)
-    # One connection: send from a worker thread while the dispatcher builds the next
-    # email (engine/delivery/channels/parallel.py). Off by default: measured, it gained
-    # 0-15 % on an idle host and lost 10-20 % on a busy one (bench/README.md).
-    pipelined: bool = False
+    # One connection: read each reply only once the next email is built, and use the
+    # server's PIPELINING when it offers it (engine/delivery/channels/smtp_pipeline.py);
+    # false: wait for every reply before going on, as smtplib's sendmail does.
+    pipelined: bool = True
     from_address: str = "shop@example.com"
     from_name: str | None = None
     reply_to: str | None = None

@@ -50,7 +50,10 @@ _STAND_IN = "=" * 15 + "0" * 19 + "=="
 
 @dataclass(frozen=True, slots=True)
 class WireEmail:
-    """What `send_message` would pass to `sendmail`: envelope sender, recipients, bytes."""
+    """What `send_message` would pass to `sendmail`: envelope sender, recipients, bytes.
+
+    The recipients are plain dot-atom addresses (`_envelope_address`): smtplib's
+    `quoteaddr` of each is the address in angle brackets."""
 
     sender: str
     recipients: tuple[str, ...]

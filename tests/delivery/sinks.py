@@ -28,20 +28,36 @@ class SmtpSink:
     `on_message(number, message)` (1-based) runs in the server's thread once a message
     is accepted, before the client gets its 250: what it commits to the database has
     happened before the sender can go on to its next message.
+
+    `pipelining`: the server offers PIPELINING (RFC 2920) in its EHLO reply, as
+    Postfix and the big providers do; aiosmtpd reads pipelined commands correctly but
+    does not offer it by itself. `drop_connections()` closes every open connection
+    from the server's side, as a server does with a connection idle too long.
     """
 
     def __init__(
         self,
         refuse: set[str] | None = None,
         on_message: Callable[[int, object], None] | None = None,
+        *,
+        pipelining: bool = False,
     ):
         self.messages = []
         self.envelopes = []  # (MAIL FROM, RCPT TOs, the bytes received), in order
         self.refuse = refuse or set()
         self.on_message = on_message
+        self.pipelining = pipelining
         self.sessions = set()
+        self.servers = []  # aiosmtpd's SMTP protocol object of each connection
         self.port = free_port()
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+        session.host_name = hostname
+        self.servers.append(server)
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.refuse:
@@ -59,6 +75,18 @@ class SmtpSink:
         if self.on_message is not None:
             self.on_message(len(self.messages), message)
         return "250 OK"
+
+    def drop_connections(self) -> None:
+        done = threading.Event()
+
+        def drop():
+            for server in self.servers:
+                if server.transport is not None:
+                    server.transport.close()
+            done.set()
+
+        self.controller.loop.call_soon_threadsafe(drop)
+        assert done.wait(10)
 
     def __enter__(self) -> SmtpSink:
         self.controller.start()

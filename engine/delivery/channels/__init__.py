@@ -15,7 +15,7 @@ from datetime import datetime
 from email.message import Message
 from typing import Any, Protocol
 
-from engine.delivery.channels.parallel import ParallelSends, concurrency_of, pipeline, pipelined
+from engine.delivery.channels.parallel import ParallelSends, concurrency_of, pipelined
 from engine.errors import ConfigError
 from engine.plugins import PluginError, PluginRegistry, describe
 
@@ -103,9 +103,9 @@ class ChannelSet:
             raise ConfigError(f"no delivery channel {name!r} is configured{hint}") from None
 
     def parallel(self, name: str):
-        """The sending pool of channel `name` (its `concurrency` workers, or one worker
-        with a message built ahead for a `pipelined` channel), or None when it sends on
-        the caller's thread."""
+        """The sending pool of channel `name` (its `concurrency` workers, or the
+        channel's own `pipeline()` when it is `pipelined`), or None when each message
+        is sent by `channel.send` on the caller's thread."""
         channel = self.get(name)
         width = concurrency_of(channel)
         if width <= 1 and not pipelined(channel):
@@ -113,9 +113,7 @@ class ChannelSet:
         with self._lock:
             pool = self._parallel.get(name)
             if pool is None or pool.channel is not channel:
-                fresh = (
-                    pipeline(channel, name) if width <= 1 else ParallelSends(channel, width, name)
-                )
+                fresh = channel.pipeline() if width <= 1 else ParallelSends(channel, width, name)
                 pool = self._parallel[name] = fresh
             return pool
 

@@ -9,12 +9,10 @@ the next one is rendered. A slot is reserved *before* the dispatcher's last chec
 it leaves as soon as it is built. Channels without `concurrency` (or 1) are sent
 one at a time on the dispatcher's own thread, as before.
 
-A channel of one connection that says `pipelined = True` (SMTP, when asked) is sent
-from one worker thread too (`pipeline(channel)`), with one message built ahead: while
-the worker waits for the server's replies to a message, the dispatcher's thread checks
-and builds the next, which leaves as soon as the previous one was answered. The
-worker sends in the order the messages were built, one at a time, on the one
-connection. (Under the GIL this costs CPU: see SmtpChannel.)
+A channel of one connection that says `pipelined = True` (SMTP, by default) has its
+own pipeline instead (`channel.pipeline()`, engine.delivery.channels.smtp_pipeline):
+the same calls, on the dispatcher's thread, writing each message and reading its
+replies only once the next one was built.
 
 While sends are in flight on worker threads (`quick_switching()`), the interpreter
 hands the GIL over every 0.2 ms instead of every 5 ms: a worker whose server replied
@@ -37,17 +35,18 @@ def concurrency_of(channel: Any) -> int:
 
 
 class ParallelSends:
-    """Up to `width` sends of one channel in flight at once, on `width` workers, and
-    up to `ahead` more built and waiting for a free worker (sent in order)."""
+    """Up to `width` sends of one channel in flight at once, on `width` workers."""
 
-    def __init__(self, channel: Any, width: int, name: str = "channel", *, ahead: int = 0):
+    threaded = True  # the GIL is handed over quickly while these run (quick_switching)
+
+    def __init__(self, channel: Any, width: int, name: str = "channel"):
         self.channel, self.width = channel, width
-        self._slots = threading.BoundedSemaphore(width + ahead)
+        self._slots = threading.BoundedSemaphore(width)
         self._workers = ThreadPoolExecutor(max_workers=width, thread_name_prefix=f"nudge-{name}")
 
     def reserve(self) -> None:
-        """Wait until a slot is free (fewer than `width` + `ahead` messages handed over
-        and not yet sent), and take it."""
+        """Wait until a slot is free (fewer than `width` messages handed over and not
+        yet sent), and take it."""
         self._slots.acquire()
 
     def cancel(self) -> None:
@@ -60,20 +59,20 @@ class ParallelSends:
         future.add_done_callback(lambda _done: self._slots.release())
         return future
 
+    def finish(self) -> None:
+        """Nothing to do: each send's future resolves on its worker."""
+
     def close(self) -> None:
         self._workers.shutdown(wait=True)
 
 
 def pipelined(channel: Any) -> bool:
-    """Whether a one-at-a-time `channel` is sent from a worker with one message built
-    ahead (`pipeline`)."""
-    return bool(getattr(channel, "pipelined", False)) and concurrency_of(channel) == 1
-
-
-def pipeline(channel: Any, name: str = "channel") -> ParallelSends:
-    """One worker sending `channel`'s messages in order, one built ahead (the channel
-    set's pool of a `pipelined` channel; closing it waits for the sends in flight)."""
-    return ParallelSends(channel, 1, f"{name}-pipeline", ahead=1)
+    """Whether a one-at-a-time `channel` is sent through its own `pipeline()`."""
+    return (
+        bool(getattr(channel, "pipelined", False))
+        and concurrency_of(channel) == 1
+        and callable(getattr(channel, "pipeline", None))
+    )
 
 
 # The GIL switch interval while sends are in flight on workers (see the module's doc).

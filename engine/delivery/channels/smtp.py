@@ -14,6 +14,7 @@ import os
 import smtplib
 import ssl
 import threading
+import time
 
 from engine.delivery.channels import OutgoingEmail
 from engine.delivery.context import PermanentDeliveryError, TransientDeliveryError
@@ -26,13 +27,12 @@ class SmtpChannel:
     sends that many messages at once (engine.delivery.channels.parallel), each on an
     idle connection, a new one opened while fewer than `connections` exist.
 
-    `pipelined` (one connection only; `[delivery.email] pipelined`, off by default):
-    sent from one worker thread, in order, while the dispatcher builds the next message
-    (engine.delivery.channels.parallel.pipeline). Measured against a local sink on 2
-    cores (bench/README.md): 0-15 % more emails/s on an idle machine, at ~0.5 ms more
-    CPU per email, and 10-20 % fewer on a saturated one (the sender takes the GIL back
-    from the rendering thread around each socket call, which costs more than the
-    overlap saves when no core is idle).
+    `pipelined` (one connection; `[delivery.email] pipelined`, on by default): the
+    dispatcher sends through `pipeline()` (engine.delivery.channels.smtp_pipeline) on
+    its own thread, reading each reply only when it needs it, so that the server works
+    on one email while the next is built; with a server that offers PIPELINING, one
+    exchange per email instead of four. Off, each email is sent by `send` and every
+    reply waited for, as smtplib's sendmail does.
     """
 
     def __init__(
@@ -46,7 +46,7 @@ class SmtpChannel:
         password: str | None = None,
         timeout: float = 30.0,
         connections: int = 1,
-        pipelined: bool = False,
+        pipelined: bool = True,
     ):
         self.host, self.port = host, port
         self.starttls, self.use_ssl = starttls, use_ssl
@@ -54,7 +54,7 @@ class SmtpChannel:
         self.timeout = timeout
         self.concurrency = max(1, connections)
         self.pipelined = pipelined
-        self._idle: list[smtplib.SMTP] = []
+        self._idle: list[tuple[smtplib.SMTP, float]] = []  # (connection, idle since)
         self._lock = threading.Lock()
         self.connections_opened = 0
 
@@ -73,31 +73,53 @@ class SmtpChannel:
         )
 
     def _connect(self) -> smtplib.SMTP:
-        context = ssl.create_default_context()
         if self.use_ssl:
             connection: smtplib.SMTP = smtplib.SMTP_SSL(
-                self.host, self.port, timeout=self.timeout, context=context
+                self.host, self.port, timeout=self.timeout, context=self._tls()
             )
         else:
             connection = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
             if self.starttls:
-                connection.starttls(context=context)
+                connection.starttls(context=self._tls())
         if self.user:
             connection.login(self.user, self.password or "")
         with self._lock:
             self.connections_opened += 1
         return connection
 
-    def _take(self) -> smtplib.SMTP | None:
+    def _tls(self) -> ssl.SSLContext:
+        # Made only when asked for: loading the system's CA certificates takes ~10 ms.
+        return ssl.create_default_context()
+
+    def _take(self, *, checked_after: float | None = None) -> smtplib.SMTP | None:
         """An idle connection, or None (the caller opens one). At most `concurrency`
-        sends run at once (the dispatcher's slots), so at most that many exist."""
+        sends run at once (the dispatcher's slots), so at most that many exist.
+
+        `checked_after`: a connection idle longer than this many seconds is asked for
+        a NOOP first, and dropped (None) if the server closed it meanwhile."""
         with self._lock:
-            return self._idle.pop() if self._idle else None
+            if not self._idle:
+                return None
+            connection, since = self._idle.pop()
+        if checked_after is not None and time.monotonic() - since > checked_after:
+            try:
+                connection.noop()
+            except (OSError, smtplib.SMTPException):
+                quit_quietly(connection)
+                return None
+        return connection
 
     def _give_back(self, connection: smtplib.SMTP | None) -> None:
         if connection is not None:
             with self._lock:
-                self._idle.append(connection)
+                self._idle.append((connection, time.monotonic()))
+
+    def pipeline(self):
+        """The pipelined sends of one connection (engine.delivery.channels.smtp_pipeline),
+        on the caller's thread: what the dispatcher uses when `pipelined`."""
+        from engine.delivery.channels.smtp_pipeline import SmtpPipeline
+
+        return SmtpPipeline(self)
 
     def send(self, message: OutgoingEmail) -> None:
         connection = self._take()
@@ -117,16 +139,16 @@ class SmtpChannel:
                     continue
                 except smtplib.SMTPRecipientsRefused as exc:
                     connection = _reset(connection)
-                    raise _classify(*next(iter(exc.recipients.values()))) from exc
+                    raise classify_reply(*next(iter(exc.recipients.values()))) from exc
                 except smtplib.SMTPResponseException as exc:
                     connection = _reset(connection)
-                    raise _classify(exc.smtp_code, exc.smtp_error) from exc
+                    raise classify_reply(exc.smtp_code, exc.smtp_error) from exc
                 except (OSError, smtplib.SMTPException) as exc:
-                    _quit(connection)
+                    quit_quietly(connection)
                     connection = None
                     raise TransientDeliveryError(f"SMTP {self.host}:{self.port}: {exc}") from exc
                 if refused:  # some recipients refused, others accepted: one per message
-                    raise _classify(*next(iter(refused.values())))
+                    raise classify_reply(*next(iter(refused.values())))
                 return
         finally:
             self._give_back(connection)  # still usable (or None: dropped)
@@ -134,8 +156,8 @@ class SmtpChannel:
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
-        for connection in idle:
-            _quit(connection)
+        for connection, _since in idle:
+            quit_quietly(connection)
 
 
 def _transmit(connection: smtplib.SMTP, message: OutgoingEmail) -> dict:
@@ -154,11 +176,11 @@ def _reset(connection: smtplib.SMTP | None) -> smtplib.SMTP | None:
             connection.rset()
         return connection
     except (OSError, smtplib.SMTPException):
-        _quit(connection)
+        quit_quietly(connection)
         return None
 
 
-def _quit(connection: smtplib.SMTP | None) -> None:
+def quit_quietly(connection: smtplib.SMTP | None) -> None:
     if connection is not None:
         try:
             connection.quit()
@@ -166,7 +188,7 @@ def _quit(connection: smtplib.SMTP | None) -> None:
             pass
 
 
-def _classify(code: int, reply: bytes | str) -> Exception:
+def classify_reply(code: int, reply: bytes | str) -> Exception:
     text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
     detail = f"SMTP {code} {text}"
     if 400 <= code < 500:

@@ -1,0 +1,255 @@
+"""One SMTP connection kept busy while the dispatcher builds the next email.
+
+Sent one at a time, an email costs its build *plus* four round trips (MAIL, RCPT, DATA,
+the message), and the server's work on each reply is time the dispatcher spends
+waiting. `SmtpPipeline` runs on the dispatcher's own thread (no hand-over of the GIL)
+and never waits for a reply it does not need yet:
+
+- the reply to a message's content is read only after the next message was built,
+  so the server checks and stores one message while the dispatcher renders the next;
+- when the server offers PIPELINING (RFC 2920; Postfix, Exim and the big providers
+  do), the content of one message and the MAIL, RCPT and DATA of the next leave in one
+  write, and their replies are read after the message after that was built: one
+  exchange per email instead of four, overlapped with the build.
+
+Each message still gets its own verdict, classified as SmtpChannel.send classifies
+it (4xx transient, 5xx permanent, a lost connection transient for every message
+whose final reply had not arrived). `finish()` reads every reply still owed: after it,
+every future returned by `submit` is resolved. The bytes of each message are those
+`sendmail` sends (the same dot-stuffing, end of data, SIZE parameter).
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+from collections import deque
+from concurrent.futures import Future
+from functools import lru_cache
+from typing import Any
+
+from engine.delivery.channels import OutgoingEmail
+from engine.delivery.channels.smtp import classify_reply, quit_quietly
+from engine.delivery.context import TransientDeliveryError
+
+# A connection idle longer than this is checked with a NOOP before it carries a
+# pipeline: the server may have closed it, and a pipeline learns that only after it
+# has written (then every message in flight would be retried instead of re-sent now).
+IDLE_CHECK_SECONDS = 1.0
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")  # RFC 5321 4.5.2 dot-stuffing, as smtplib
+_CRLF = b"\r\n"
+
+
+class _Message:
+    """One email in the pipeline: its future, its envelope's replies as they arrive."""
+
+    __slots__ = ("future", "wire", "refusal", "accepted", "ready")
+
+    def __init__(self, future: Future, wire: Any):
+        self.future, self.wire = future, wire
+        self.refusal: Exception | None = None  # the first refused step of its envelope
+        self.accepted = 0  # recipients the server accepted
+        self.ready = False  # the server said 354 to its DATA: its content goes next
+
+    def refuse(self, error: Exception) -> None:
+        if self.refusal is None:
+            self.refusal = error
+
+
+class SmtpPipeline:
+    """The pipelined sends of one SmtpChannel connection, on the caller's thread.
+
+    Used by engine.actions.delivering.send_each like a channel's pool of workers
+    (`reserve`, `submit`, `cancel`, `finish`), except that nothing runs elsewhere:
+    `submit` writes what it can and returns; `finish` reads what is owed.
+    """
+
+    threaded = False  # sends on the caller's thread: no GIL switching to speed up
+
+    def __init__(self, channel):
+        self.channel = channel
+        self._connection: smtplib.SMTP | None = None
+        self._pipelining = self._size = False
+        # Replies owed, in the order the server sends them: (message, step).
+        self._owed: deque[tuple[_Message, str]] = deque()
+        # The message whose envelope was written and whose content was not (yet).
+        self._ahead: _Message | None = None
+
+    def reserve(self) -> None:
+        """Nothing to wait for: the one connection is this thread's."""
+
+    def cancel(self) -> None:
+        """Nothing was reserved."""
+
+    def submit(self, message: OutgoingEmail) -> Future:
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+        wire = message.wire
+        if wire is None:  # a message only send_message can send: one at a time
+            self.finish()
+            self._send_alone(message, future)
+            return future
+        try:
+            self._begin()
+            self._settle()
+            item = _Message(future, wire)
+            if self._pipelining:  # this content and the next envelope in one write
+                self._write(self._release_ahead() + b"".join(self._envelope(item)))
+                self._ahead = item
+            else:  # one command at a time; only the final reply is read later
+                commands = self._envelope(item)
+                for written, command in enumerate(commands, start=1):
+                    self._write(command)
+                    self._settle(leave=len(commands) - written)
+                self._ahead = item
+                self._write(self._release_ahead())
+        except (OSError, smtplib.SMTPException) as exc:
+            self._lost(exc, future)
+        return future
+
+    def finish(self) -> None:
+        """Read every reply still owed and send the content of the message built
+        last: every submitted message has its verdict, the connection is idle."""
+        if self._connection is None:
+            return
+        try:
+            self._settle()
+            self._exchange(self._release_ahead())
+        except (OSError, smtplib.SMTPException) as exc:
+            self._lost(exc)
+        if self._connection is not None:
+            self.channel._give_back(self._connection)
+            self._connection = None
+
+    def close(self) -> None:
+        self.finish()
+
+    # --- the connection ---------------------------------------------------------
+
+    def _begin(self) -> None:
+        if self._connection is not None:
+            return
+        connection = self.channel._take(checked_after=IDLE_CHECK_SECONDS)
+        if connection is None:
+            connection = self.channel._connect()
+        connection.ehlo_or_helo_if_needed()
+        self._connection = connection
+        self._pipelining = connection.has_extn("pipelining")
+        self._size = connection.has_extn("size")
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            self._connection.send(data)
+
+    def _exchange(self, data: bytes) -> None:
+        """Write `data` and read the replies it is owed."""
+        self._write(data)
+        self._settle()
+
+    def _settle(self, leave: int = 0) -> None:
+        """Read the replies owed (all but the last `leave`, for commands not yet
+        written), giving each message its verdict."""
+        while len(self._owed) > leave:
+            item, step = self._owed[0]
+            code, text = self._connection.getreply()
+            self._owed.popleft()
+            self._read(item, step, code, text)
+
+    def _lost(self, error: Exception, also: Future | None = None) -> None:
+        """The connection failed: every message without a verdict is retried later
+        (a message whose final reply never came may have been delivered; its
+        Message-ID, the outbox key, lets the receiver drop the second copy)."""
+        failure = TransientDeliveryError(
+            f"SMTP {self.channel.host}:{self.channel.port}: {error or 'connection lost'}"
+        )
+        waiting = [item.future for item, _step in self._owed]
+        if self._ahead is not None:
+            waiting.append(self._ahead.future)
+        if also is not None:
+            waiting.append(also)
+        for future in waiting:
+            if not future.done():
+                future.set_exception(failure)
+        self._owed.clear()
+        self._ahead = None
+        quit_quietly(self._connection)
+        self._connection = None
+
+    # --- one message's steps ---------------------------------------------------
+
+    def _envelope(self, item: _Message) -> list[bytes]:
+        """MAIL, RCPT per recipient and DATA, as sendmail words them; their replies
+        are owed from here on (in this order), so write them in order."""
+        wire = item.wire
+        size = f" size={len(wire.data)}" if self._size else ""
+        commands = [f"mail FROM:{_quoted_sender(wire.sender)}{size}\r\n".encode("ascii")]
+        # Plain addresses (WireEmail's recipients): quoteaddr would only add brackets.
+        commands += [f"rcpt TO:<{address}>\r\n".encode("ascii") for address in wire.recipients]
+        commands.append(b"data\r\n")
+        self._owed.append((item, "mail"))
+        self._owed.extend((item, "rcpt") for _ in wire.recipients)
+        self._owed.append((item, "data"))
+        return commands
+
+    def _release_ahead(self) -> bytes:
+        """What ends the message whose envelope is answered: its content (the server
+        said 354), or RSET (it refused the envelope; the message has its verdict)."""
+        item, self._ahead = self._ahead, None
+        if item is None:
+            return b""
+        if item.ready:
+            self._owed.append((item, "end"))
+            return _content(item.wire.data)
+        self._owed.append((item, "rset"))
+        return b"rset\r\n"
+
+    def _read(self, item: _Message, step: str, code: int, text: bytes) -> None:
+        if step == "mail":
+            if code != 250:
+                item.refuse(classify_reply(code, text))
+        elif step == "rcpt":
+            if code in (250, 251):
+                item.accepted += 1
+            else:
+                item.refuse(classify_reply(code, text))
+        elif step == "data":
+            if code == 354 and item.accepted:
+                item.ready = True  # its verdict comes with the reply to its content
+                return
+            if code == 354:
+                # DATA taken with no recipient (RFC 2920 says a server must refuse
+                # it): an empty message ends the data; it has no one to go to.
+                self._owed.appendleft((item, "rset"))
+                self._write(b".\r\n")
+            else:
+                item.refuse(classify_reply(code, text))
+            item.future.set_exception(item.refusal or classify_reply(code, text))
+        elif step == "end":
+            if code != 250:
+                item.future.set_exception(classify_reply(code, text))
+            elif item.refusal is not None:  # some recipients refused, the rest sent
+                item.future.set_exception(item.refusal)
+            else:
+                item.future.set_result(None)
+        # "rset": the reply to a reset after a refusal; its message has its verdict.
+
+    def _send_alone(self, message: OutgoingEmail, future: Future) -> None:
+        try:
+            self.channel.send(message)
+        except Exception as exc:  # a DeliveryFailure, or a bug raised by the caller
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
+
+
+# The shop's sender, the same for every message: quoted as sendmail does, once.
+_quoted_sender = lru_cache(maxsize=64)(smtplib.quoteaddr)
+
+
+def _content(data: bytes) -> bytes:
+    """A message's DATA, as smtplib's data() sends it."""
+    quoted = _LEADING_DOT.sub(b"..", data) if data[:1] == b"." or b"\n." in data else data
+    if not quoted.endswith(_CRLF):
+        quoted += _CRLF
+    return quoted + b".\r\n"
