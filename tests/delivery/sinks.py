@@ -23,7 +23,7 @@ def free_port() -> int:
 
 
 class SmtpSink:
-    """aiosmtpd on 127.0.0.1; refuses recipients in `refuse` with 550.
+    """aiosmtpd on 127.0.0.1; refuses senders in `refuse` with 553 and recipients with 550.
 
     `on_message(number, message)` (1-based) runs in the server's thread once a message
     is accepted, before the client gets its 250: what it commits to the database has
@@ -31,8 +31,10 @@ class SmtpSink:
 
     `pipelining`: the server offers PIPELINING (RFC 2920) in its EHLO reply, as
     Postfix and the big providers do; aiosmtpd reads pipelined commands correctly but
-    does not offer it by itself. `drop_connections()` closes every open connection
-    from the server's side, as a server does with a connection idle too long.
+    does not offer it by itself. `drop_connections(reply)` closes every open
+    connection from the server's side, as a server does with a connection idle too
+    long (Postfix and Exim first say "421 ... timeout"). `mail_options` lists the
+    parameters of each accepted MAIL FROM (SIZE=...), in order.
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class SmtpSink:
     ):
         self.messages = []
         self.envelopes = []  # (MAIL FROM, RCPT TOs, the bytes received), in order
+        self.mail_options = []
         self.refuse = refuse or set()
         self.on_message = on_message
         self.pipelining = pipelining
@@ -58,6 +61,14 @@ class SmtpSink:
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
         return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+        if address in self.refuse:
+            return "553 5.7.1 sender refused"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        self.mail_options.append(list(mail_options))
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.refuse:
@@ -76,12 +87,14 @@ class SmtpSink:
             self.on_message(len(self.messages), message)
         return "250 OK"
 
-    def drop_connections(self) -> None:
+    def drop_connections(self, reply: str | None = None) -> None:
         done = threading.Event()
 
         def drop():
             for server in self.servers:
                 if server.transport is not None:
+                    if reply is not None:
+                        server.transport.write(f"{reply}\r\n".encode())
                     server.transport.close()
             done.set()
 

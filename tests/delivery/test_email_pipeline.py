@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 import threading
 from datetime import timedelta
+from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
 
 import pytest
@@ -31,11 +32,11 @@ from delivery_helpers import (
 from sinks import SmtpSink
 
 from engine.delivery.channels import OutgoingEmail, build_channels
-from engine.delivery.channels import smtp_pipeline as pipeline_module
 from engine.delivery.channels.smtp import SmtpChannel
 from engine.delivery.context import PermanentDeliveryError
 from engine.delivery.dispatcher import dispatch_until_idle
 from engine.delivery.email_wire import WireEmail
+from engine.delivery.runner import run_dispatchers
 
 PIPELINED = {"pipelined": True}
 WAIT = 10  # seconds a sink waits for what the test expects (never reached when right)
@@ -222,19 +223,18 @@ def test_a_lost_connection_retries_only_the_emails_without_a_verdict(store, offe
 
 
 @SERVERS
-def test_a_connection_the_server_closed_while_idle_is_replaced_before_use(
-    store, offers, monkeypatch
-):
-    """The server closes the kept-open connection between two batches: the next
-    batch finds out by a NOOP before writing (here at once; in production after a
-    second idle), opens a new connection and sends everything, with no retry."""
-    monkeypatch.setattr(pipeline_module, "IDLE_CHECK_SECONDS", -1.0)
+@pytest.mark.parametrize("farewell", [None, "421 4.4.2 idle timeout"], ids=["silent", "421"])
+def test_a_connection_the_server_closed_while_idle_is_replaced_before_use(store, offers, farewell):
+    """The server closes the kept-open connection between two batches (silently, or
+    saying 421 first as Postfix and Exim do): the next batch finds out by a NOOP
+    before writing anything, opens a new connection and sends everything, with no
+    retry."""
     with SmtpSink(pipelining=offers) as sink:
         store = smtp_store(store, sink, PIPELINED)
         _plan_emails(store, 2)
         with build_channels(store.settings) as channels:
             first = dispatch_until_idle(store, now=T0, worker_id="w", channels=channels)
-            sink.drop_connections()
+            sink.drop_connections(farewell)
             for i, user in enumerate(["v0", "v1"]):
                 add_users(store, {"id": user, "locale": "en"})
                 plan_with_offer(store, "email", user, {"creative": "winback"}, priority=9 - i)
@@ -245,55 +245,109 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_before_use(
     assert [_recipient(m) for m in sink.messages] == ["u0", "u1", "v0", "v1"]
 
 
-def _outgoing(number: int, body: bytes, to: str) -> OutgoingEmail:
+def test_dispatchers_sharing_one_channel_set_each_pipeline_on_a_connection_of_their_own(
+    store,
+):
+    """Two dispatchers on threads, one ChannelSet between them (run_dispatchers'
+    `channels`): every email is sent once, to its own recipient, and recorded sent."""
+    with SmtpSink(pipelining=True) as sink:
+        store = smtp_store(store, sink, PIPELINED, batch_size=4)  # both kept busy
+        users = _plan_emails(store, 40)
+        with build_channels(store.settings) as channels:
+            report = run_dispatchers(store, dispatchers=2, once=True, at=T0, channels=channels)
+            assert channels.get("email").connections_opened == 2
+    assert report.outcomes == {"sent": 80}
+    assert len(sink.sessions) == 2
+    workers = {r["claimed_by"].split("#")[0] for r in outbox_rows(store) if r["kind"] == "email"}
+    assert len(workers) == 2
+    assert sorted(_recipient(m) for m in sink.messages) == sorted(users)
+    keys = {r["user_id"]: r["idempotency_key"] for r in outbox_rows(store) if r["kind"] == "email"}
+    for message in sink.messages:  # each body went to the user it was built for
+        assert keys[_recipient(message)] in message["Message-ID"]
+    assert all(r["state"] == "sent" for r in outbox_rows(store))
+
+
+def _outgoing(number: int, body: bytes, sender: str, to: str) -> OutgoingEmail:
     data = b"Message-ID: <%d@test>\r\nSubject: n%d\r\n\r\n" % (number, number) + body
-    wire = WireEmail("shop@example.com", (to,), data)
+    wire = WireEmail(sender, (to,), data)
     return OutgoingEmail(f"k{number}", build=lambda: None, build_wire=lambda: wire)
+
+
+def _standard(number: int, to: str) -> OutgoingEmail:
+    """A message with no wire form: sent by send_message, one at a time."""
+    message = EmailMessage()
+    message["From"], message["To"] = "shop@example.com", f"Ann Example <{to}>"
+    message["Message-ID"], message["Subject"] = f"<{number}@test>", f"n{number}"
+    message.set_content("sent by send_message\n")
+    return OutgoingEmail(f"k{number}", message)
 
 
 @SERVERS
 def test_pipelined_sends_deliver_what_one_at_a_time_sends_deliver(offers):
     """The same messages through the pipeline and through `send` (smtplib's sendmail):
-    the server receives the same envelopes and the same bytes, leading dots and all,
-    in the same order; a refused recipient is refused alike."""
+    the server receives the same envelopes, MAIL parameters and bytes (leading dots
+    and all) in the same order; a refused sender and a refused recipient are refused
+    alike, and the emails after them are sent on the same connection."""
     bodies = [
         b"plain line\r\n",
         b".starts with a dot\r\n..two dots\r\nmiddle\r\n.\r\nend\r\n",
         b"no final line break",
+        b"refused\r\n",
+        b"refused too\r\n",
         (b"x" * 76 + b"\r\n") * 70,
     ]
-    recipients = ["a@example.com", "b@example.com", "refused@example.com", "c@example.com"]
+    shop = "shop@example.com"
+    addresses = [
+        (shop, "a@example.com"),
+        (shop, "b@example.com"),
+        (shop, "c@example.com"),
+        (shop, "refused@example.com"),
+        ("refused@example.com", "d@example.com"),
+        (shop, "e@example.com"),
+    ]
+    refused = {"refused@example.com"}
     received = {}
     for how in ("pipeline", "send"):
-        with SmtpSink(refuse={"refused@example.com"}, pipelining=offers) as sink:
+        with SmtpSink(refuse=refused, pipelining=offers) as sink:
             channel = SmtpChannel("127.0.0.1", sink.port)
-            messages = [
-                _outgoing(i, b, to)
-                for i, (b, to) in enumerate(zip(bodies, recipients, strict=True))
-            ]
+            pairs = enumerate(zip(bodies, addresses, strict=True))
+            messages = [_outgoing(n, body, *address) for n, (body, address) in pairs]
+            messages.insert(3, _standard(99, "f@example.com"))
             verdicts = []
             if how == "pipeline":
                 pipe = channel.pipeline()
                 futures = [pipe.submit(message) for message in messages]
                 pipe.finish()
-                verdicts = [type(f.exception()).__name__ for f in futures]
+                verdicts = [str(future.exception()) for future in futures]
             else:
                 for message in messages:
                     try:
                         channel.send(message)
-                        verdicts.append("NoneType")
+                        verdicts.append("None")
                     except PermanentDeliveryError as exc:
-                        verdicts.append(type(exc).__name__)
+                        verdicts.append(str(exc))
             channel.close()
-            received[how] = (sink.envelopes, verdicts)
+            received[how] = (
+                sink.envelopes,
+                sink.mail_options,
+                verdicts,
+                channel.connections_opened,
+            )
     assert received["pipeline"] == received["send"]
-    envelopes, verdicts = received["pipeline"]
-    assert verdicts == ["NoneType", "NoneType", "PermanentDeliveryError", "NoneType"]
-    assert [to for _sender, (to,), _data in envelopes] == [
-        "a@example.com",
-        "b@example.com",
-        "c@example.com",
+    envelopes, options, verdicts, connections = received["pipeline"]
+    assert verdicts == [
+        "None",
+        "None",
+        "None",
+        "None",
+        "SMTP 550 5.1.1 no such user",
+        "SMTP 553 5.7.1 sender refused",
+        "None",
     ]
+    recipients = [to for _sender, (to,), _data in envelopes]
+    assert recipients == [f"{letter}@example.com" for letter in "abcfe"]
+    assert all(option[0].startswith("SIZE=") for option in options)
+    assert connections == 1
 
 
 @SERVERS

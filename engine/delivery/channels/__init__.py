@@ -103,18 +103,20 @@ class ChannelSet:
             raise ConfigError(f"no delivery channel {name!r} is configured{hint}") from None
 
     def parallel(self, name: str):
-        """The sending pool of channel `name` (its `concurrency` workers, or the
-        channel's own `pipeline()` when it is `pipelined`), or None when each message
-        is sent by `channel.send` on the caller's thread."""
+        """The sending pool of channel `name` (its `concurrency` workers, or a new
+        `pipeline()` of the channel for this caller when it is `pipelined`), or None
+        when each message is sent by `channel.send` on the caller's thread."""
         channel = self.get(name)
         width = concurrency_of(channel)
-        if width <= 1 and not pipelined(channel):
-            return None
+        if width <= 1:
+            # A pipeline belongs to the one caller that asked (it holds a connection
+            # and its replies until `finish`): dispatchers on several threads that
+            # share this set each get their own.
+            return channel.pipeline() if pipelined(channel) else None
         with self._lock:
             pool = self._parallel.get(name)
             if pool is None or pool.channel is not channel:
-                fresh = channel.pipeline() if width <= 1 else ParallelSends(channel, width, name)
-                pool = self._parallel[name] = fresh
+                pool = self._parallel[name] = ParallelSends(channel, width, name)
             return pool
 
     def close(self) -> None:

@@ -14,7 +14,6 @@ import os
 import smtplib
 import ssl
 import threading
-import time
 
 from engine.delivery.channels import OutgoingEmail
 from engine.delivery.context import PermanentDeliveryError, TransientDeliveryError
@@ -54,7 +53,7 @@ class SmtpChannel:
         self.timeout = timeout
         self.concurrency = max(1, connections)
         self.pipelined = pipelined
-        self._idle: list[tuple[smtplib.SMTP, float]] = []  # (connection, idle since)
+        self._idle: list[smtplib.SMTP] = []
         self._lock = threading.Lock()
         self.connections_opened = 0
 
@@ -91,32 +90,20 @@ class SmtpChannel:
         # Made only when asked for: loading the system's CA certificates takes ~10 ms.
         return ssl.create_default_context()
 
-    def _take(self, *, checked_after: float | None = None) -> smtplib.SMTP | None:
+    def _take(self) -> smtplib.SMTP | None:
         """An idle connection, or None (the caller opens one). At most `concurrency`
-        sends run at once (the dispatcher's slots), so at most that many exist.
-
-        `checked_after`: a connection idle longer than this many seconds is asked for
-        a NOOP first, and dropped (None) if the server closed it meanwhile."""
+        sends run at once (the dispatcher's slots), so at most that many exist."""
         with self._lock:
-            if not self._idle:
-                return None
-            connection, since = self._idle.pop()
-        if checked_after is not None and time.monotonic() - since > checked_after:
-            try:
-                connection.noop()
-            except (OSError, smtplib.SMTPException):
-                quit_quietly(connection)
-                return None
-        return connection
+            return self._idle.pop() if self._idle else None
 
     def _give_back(self, connection: smtplib.SMTP | None) -> None:
         if connection is not None:
             with self._lock:
-                self._idle.append((connection, time.monotonic()))
+                self._idle.append(connection)
 
     def pipeline(self):
-        """The pipelined sends of one connection (engine.delivery.channels.smtp_pipeline),
-        on the caller's thread: what the dispatcher uses when `pipelined`."""
+        """New pipelined sends on one connection (engine.delivery.channels.smtp_pipeline)
+        for the caller's thread: what the dispatcher uses when `pipelined`."""
         from engine.delivery.channels.smtp_pipeline import SmtpPipeline
 
         return SmtpPipeline(self)
@@ -156,7 +143,7 @@ class SmtpChannel:
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
-        for connection, _since in idle:
+        for connection in idle:
             quit_quietly(connection)
 
 

@@ -17,6 +17,17 @@ it (4xx transient, 5xx permanent, a lost connection transient for every message
 whose final reply had not arrived). `finish()` reads every reply still owed: after it,
 every future returned by `submit` is resolved. The bytes of each message are those
 `sendmail` sends (the same dot-stuffing, end of data, SIZE parameter).
+
+A kept-open connection is asked for a NOOP before it carries a pipeline (one round
+trip per batch): one that the server closed while it was idle, or answers 421 (Postfix
+and Exim say so before closing an idle connection), is replaced before anything is
+written to it; once written to, a failure could only be retried, not re-sent at once
+as `SmtpChannel.send` does. A 421 reply later (the server is closing the connection)
+gives that message the server's reply and every later one still waiting a retry; the
+next message opens a new connection.
+
+One pipeline per `send_each` call (ChannelSet.parallel makes a new one each time), so
+dispatchers on several threads sharing a channel each use a connection of their own.
 """
 
 from __future__ import annotations
@@ -31,11 +42,6 @@ from typing import Any
 from engine.delivery.channels import OutgoingEmail
 from engine.delivery.channels.smtp import classify_reply, quit_quietly
 from engine.delivery.context import TransientDeliveryError
-
-# A connection idle longer than this is checked with a NOOP before it carries a
-# pipeline: the server may have closed it, and a pipeline learns that only after it
-# has written (then every message in flight would be retried instead of re-sent now).
-IDLE_CHECK_SECONDS = 1.0
 
 _LEADING_DOT = re.compile(rb"(?m)^\.")  # RFC 5321 4.5.2 dot-stuffing, as smtplib
 _CRLF = b"\r\n"
@@ -93,20 +99,39 @@ class SmtpPipeline:
         try:
             self._begin()
             self._settle()
-            item = _Message(future, wire)
-            if self._pipelining:  # this content and the next envelope in one write
-                self._write(self._release_ahead() + b"".join(self._envelope(item)))
-                self._ahead = item
-            else:  # one command at a time; only the final reply is read later
-                commands = self._envelope(item)
-                for written, command in enumerate(commands, start=1):
-                    self._write(command)
-                    self._settle(leave=len(commands) - written)
-                self._ahead = item
-                self._write(self._release_ahead())
+            if self._connection is None:  # the server closed it (421): a new one
+                self._begin()
+            self._start(_Message(future, wire))
+        except smtplib.SMTPResponseException as exc:  # greeting, EHLO, STARTTLS, AUTH
+            self._lost(exc, future, verdict=classify_reply(exc.smtp_code, exc.smtp_error))
         except (OSError, smtplib.SMTPException) as exc:
             self._lost(exc, future)
         return future
+
+    def _start(self, item: _Message) -> None:
+        """Write what ends the message before (its content) and `item`'s envelope."""
+        if self._pipelining:  # that content and this envelope in one write
+            self._write(self._release_ahead() + b"".join(self._envelope(item)))
+            self._ahead = item
+            return
+        # One command at a time, stopping where smtplib's sendmail stops (a refused
+        # sender, no recipient accepted); only the reply to the content waits.
+        self._write(self._release_ahead())
+        commands = self._envelope(item)
+        for written, command in enumerate(commands, start=1):
+            self._write(command)
+            self._settle(leave=len(commands) - written)
+            if self._connection is None:  # the server closed it: the verdict is given
+                return
+            refused_sender = written == 1 and item.refusal is not None
+            no_recipient = written == len(commands) - 1 and not item.accepted
+            if refused_sender or no_recipient:
+                for _ in range(len(commands) - written):
+                    self._owed.pop()  # the commands not sent
+                item.future.set_exception(item.refusal)
+                break
+        self._ahead = item
+        self._write(self._release_ahead())
 
     def finish(self) -> None:
         """Read every reply still owed and send the content of the message built
@@ -115,7 +140,8 @@ class SmtpPipeline:
             return
         try:
             self._settle()
-            self._exchange(self._release_ahead())
+            if self._connection is not None:
+                self._exchange(self._release_ahead())
         except (OSError, smtplib.SMTPException) as exc:
             self._lost(exc)
         if self._connection is not None:
@@ -128,12 +154,21 @@ class SmtpPipeline:
     # --- the connection ---------------------------------------------------------
 
     def _begin(self) -> None:
+        """A connection to write on: this pipeline's, else a kept-open one that still
+        answers, else a new one."""
         if self._connection is not None:
             return
-        connection = self.channel._take(checked_after=IDLE_CHECK_SECONDS)
+        connection = self.channel._take()
+        if connection is not None and not _still_open(connection):
+            quit_quietly(connection)
+            connection = None
         if connection is None:
             connection = self.channel._connect()
-        connection.ehlo_or_helo_if_needed()
+        try:
+            connection.ehlo_or_helo_if_needed()
+        except BaseException:
+            quit_quietly(connection)
+            raise
         self._connection = connection
         self._pipelining = connection.has_extn("pipelining")
         self._size = connection.has_extn("size")
@@ -155,22 +190,32 @@ class SmtpPipeline:
             code, text = self._connection.getreply()
             self._owed.popleft()
             self._read(item, step, code, text)
+            if code == 421:  # closing: nothing after this will be answered
+                self._lost(classify_reply(code, text))
+                return
 
-    def _lost(self, error: Exception, also: Future | None = None) -> None:
-        """The connection failed: every message without a verdict is retried later
-        (a message whose final reply never came may have been delivered; its
-        Message-ID, the outbox key, lets the receiver drop the second copy)."""
-        failure = TransientDeliveryError(
+    def _lost(
+        self, error: Exception, also: Future | None = None, *, verdict: Exception | None = None
+    ) -> None:
+        """The connection failed or is closing: every message without a verdict is
+        retried later, or gets the refusal it had (a message whose final reply never
+        came may have been delivered; its Message-ID, the outbox key, lets the
+        receiver drop the second copy)."""
+        failure = verdict or TransientDeliveryError(
             f"SMTP {self.channel.host}:{self.channel.port}: {error or 'connection lost'}"
         )
-        waiting = [item.future for item, _step in self._owed]
+        waiting = [item for item, _step in self._owed]
         if self._ahead is not None:
-            waiting.append(self._ahead.future)
-        if also is not None:
-            waiting.append(also)
-        for future in waiting:
-            if not future.done():
-                future.set_exception(failure)
+            waiting.append(self._ahead)
+        for item in waiting:
+            if not item.future.done():
+                item.future.set_exception(item.refusal or failure)
+        if also is not None and not also.done():
+            also.set_exception(failure)
+        self._drop()
+
+    def _drop(self) -> None:
+        """Forget the connection and what it owed."""
         self._owed.clear()
         self._ahead = None
         quit_quietly(self._connection)
@@ -245,6 +290,13 @@ class SmtpPipeline:
 
 # The shop's sender, the same for every message: quoted as sendmail does, once.
 _quoted_sender = lru_cache(maxsize=64)(smtplib.quoteaddr)
+
+
+def _still_open(connection: smtplib.SMTP) -> bool:
+    try:
+        return connection.noop()[0] == 250
+    except (OSError, smtplib.SMTPException):
+        return False
 
 
 def _content(data: bytes) -> bytes:
