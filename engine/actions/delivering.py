@@ -122,7 +122,7 @@ class _Senders:
     def of(self, name: str) -> ParallelSends | None:
         if name not in self.found:
             pool = self.parallel_of(name) if self.parallel_of is not None else None
-            if getattr(pool, "threaded", True) and pool is not None and not self.switching:
+            if pool is not None and getattr(pool, "threaded", True) and not self.switching:
                 self.stack.enter_context(quick_switching())
                 self.switching = True
             self.found[name] = pool

@@ -71,7 +71,7 @@ class SmtpChannel:
             pipelined=config.pipelined,
         )
 
-    def _connect(self) -> smtplib.SMTP:
+    def connect(self) -> smtplib.SMTP:
         if self.use_ssl:
             connection: smtplib.SMTP = smtplib.SMTP_SSL(
                 self.host, self.port, timeout=self.timeout, context=self._tls()
@@ -90,13 +90,13 @@ class SmtpChannel:
         # Made only when asked for: loading the system's CA certificates takes ~10 ms.
         return ssl.create_default_context()
 
-    def _take(self) -> smtplib.SMTP | None:
+    def take_idle(self) -> smtplib.SMTP | None:
         """An idle connection, or None (the caller opens one). At most `concurrency`
         sends run at once (the dispatcher's slots), so at most that many exist."""
         with self._lock:
             return self._idle.pop() if self._idle else None
 
-    def _give_back(self, connection: smtplib.SMTP | None) -> None:
+    def give_back(self, connection: smtplib.SMTP | None) -> None:
         if connection is not None:
             with self._lock:
                 self._idle.append(connection)
@@ -104,18 +104,18 @@ class SmtpChannel:
     def pipeline(self):
         """New pipelined sends on one connection (engine.delivery.channels.smtp_pipeline)
         for the caller's thread: what the dispatcher uses when `pipelined`."""
-        from engine.delivery.channels.smtp_pipeline import SmtpPipeline
+        from engine.delivery.channels.smtp_pipeline import SmtpPipeline  # (imports this)
 
         return SmtpPipeline(self)
 
     def send(self, message: OutgoingEmail) -> None:
-        connection = self._take()
+        connection = self.take_idle()
         try:
             # One reconnect: an idle connection may have been closed by the server.
             for attempt in (1, 2):
                 try:
                     if connection is None:
-                        connection = self._connect()
+                        connection = self.connect()
                     refused = _transmit(connection, message)
                 except smtplib.SMTPServerDisconnected as exc:
                     connection = None
@@ -138,7 +138,7 @@ class SmtpChannel:
                     raise classify_reply(*next(iter(refused.values())))
                 return
         finally:
-            self._give_back(connection)  # still usable (or None: dropped)
+            self.give_back(connection)  # still usable (or None: dropped)
 
     def close(self) -> None:
         with self._lock:

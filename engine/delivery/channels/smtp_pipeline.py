@@ -145,7 +145,7 @@ class SmtpPipeline:
         except (OSError, smtplib.SMTPException) as exc:
             self._lost(exc)
         if self._connection is not None:
-            self.channel._give_back(self._connection)
+            self.channel.give_back(self._connection)
             self._connection = None
 
     def close(self) -> None:
@@ -158,12 +158,12 @@ class SmtpPipeline:
         answers, else a new one."""
         if self._connection is not None:
             return
-        connection = self.channel._take()
+        connection = self.channel.take_idle()
         if connection is not None and not _still_open(connection):
             quit_quietly(connection)
             connection = None
         if connection is None:
-            connection = self.channel._connect()
+            connection = self.channel.connect()
         try:
             connection.ehlo_or_helo_if_needed()
         except BaseException:
