@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import settings as hypothesis_settings
 
 from engine.config import Settings, load_settings
 from engine.store import Store
@@ -25,6 +26,16 @@ from engine.store.tables import metadata
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REQUIRE_SERVICES = bool(os.environ.get("NUDGE_REQUIRE_SERVICES"))
+
+# The property tests (hypothesis) draw new examples on every local run, keeping any
+# failure in .hypothesis/ for the next. In CI they run the examples derived from each
+# test itself (derandomize): the same ones on every run, so that whether a change lands
+# depends on the change, never on a random draw that finds an old bug.
+hypothesis_settings.register_profile("dev", print_blob=True)
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis_settings.load_profile(
+    os.environ.get("NUDGE_HYPOTHESIS_PROFILE", "ci" if REQUIRE_SERVICES else "dev")
+)
 
 
 # Headless Debian chromium for the browser tests: no sandbox (root in CI), no network of
