@@ -41,21 +41,30 @@ from typing import Any
 
 from engine.delivery.channels import OutgoingEmail
 from engine.delivery.channels.smtp import classify_reply, quit_quietly
-from engine.delivery.context import TransientDeliveryError
+from engine.delivery.context import PermanentDeliveryError, TransientDeliveryError
 
 _LEADING_DOT = re.compile(rb"(?m)^\.")  # RFC 5321 4.5.2 dot-stuffing, as smtplib
 _CRLF = b"\r\n"
 
 
+class _Refused(Exception):
+    """The server refused the connection itself (greeting, EHLO, STARTTLS, AUTH)."""
+
+    def __init__(self, verdict: Exception):
+        super().__init__(str(verdict))
+        self.verdict = verdict
+
+
 class _Message:
     """One email in the pipeline: its future, its envelope's replies as they arrive."""
 
-    __slots__ = ("future", "wire", "refusal", "accepted", "ready")
+    __slots__ = ("future", "wire", "refusal", "accepted", "sender_refused", "ready")
 
     def __init__(self, future: Future, wire: Any):
         self.future, self.wire = future, wire
         self.refusal: Exception | None = None  # the first refused step of its envelope
         self.accepted = 0  # recipients the server accepted
+        self.sender_refused = False
         self.ready = False  # the server said 354 to its DATA: its content goes next
 
     def refuse(self, error: Exception) -> None:
@@ -96,31 +105,38 @@ class SmtpPipeline:
             self.finish()
             self._send_alone(message, future)
             return future
+        if not wire.recipients:
+            future.set_exception(PermanentDeliveryError("email without a recipient"))
+            return future
+        try:  # the replies owed to the messages before: their verdicts
+            if self._connection is not None:
+                self._settle()
+        except (OSError, smtplib.SMTPException) as exc:
+            self._lost(exc)  # they are retried; this one goes on a new connection
         try:
             self._begin()
-            self._settle()
-            if self._connection is None:  # the server closed it (421): a new one
-                self._begin()
             self._start(_Message(future, wire))
-        except smtplib.SMTPResponseException as exc:  # greeting, EHLO, STARTTLS, AUTH
-            self._lost(exc, future, verdict=classify_reply(exc.smtp_code, exc.smtp_error))
+        except _Refused as exc:  # the greeting, EHLO, STARTTLS or AUTH
+            self._lost(exc, future, verdict=exc.verdict)
         except (OSError, smtplib.SMTPException) as exc:
             self._lost(exc, future)
         return future
 
     def _start(self, item: _Message) -> None:
         """Write what ends the message before (its content) and `item`'s envelope."""
+        commands = self._envelope(item)
         if self._pipelining:  # that content and this envelope in one write
-            self._write(self._release_ahead() + b"".join(self._envelope(item)))
+            ending = self._release_ahead()
+            self._owe_envelope(item)
+            self._write(ending + b"".join(commands))
             self._ahead = item
             return
         # One command at a time, stopping where smtplib's sendmail stops (a refused
         # sender, no recipient accepted); only the reply to the content waits.
-        self._write(self._release_ahead())
-        commands = self._envelope(item)
+        self._owe_envelope(item)
         for written, command in enumerate(commands, start=1):
             self._write(command)
-            self._settle(leave=len(commands) - written)
+            self._settle(leave=len(commands) - written)  # this command's reply
             if self._connection is None:  # the server closed it: the verdict is given
                 return
             refused_sender = written == 1 and item.refusal is not None
@@ -128,7 +144,7 @@ class SmtpPipeline:
             if refused_sender or no_recipient:
                 for _ in range(len(commands) - written):
                     self._owed.pop()  # the commands not sent
-                item.future.set_exception(item.refusal)
+                item.future.set_exception(item.refusal)  # (set: a reply refused it)
                 break
         self._ahead = item
         self._write(self._release_ahead())
@@ -144,6 +160,9 @@ class SmtpPipeline:
                 self._exchange(self._release_ahead())
         except (OSError, smtplib.SMTPException) as exc:
             self._lost(exc)
+        except BaseException as exc:  # a bug: still, no future is left unresolved
+            self._lost(exc)
+            raise
         if self._connection is not None:
             self.channel.give_back(self._connection)
             self._connection = None
@@ -162,13 +181,16 @@ class SmtpPipeline:
         if connection is not None and not _still_open(connection):
             quit_quietly(connection)
             connection = None
-        if connection is None:
-            connection = self.channel.connect()
         try:
-            connection.ehlo_or_helo_if_needed()
-        except BaseException:
-            quit_quietly(connection)
-            raise
+            if connection is None:
+                connection = self.channel.connect()
+            try:
+                connection.ehlo_or_helo_if_needed()
+            except BaseException:
+                quit_quietly(connection)
+                raise
+        except smtplib.SMTPResponseException as exc:  # refused: the server's verdict
+            raise _Refused(classify_reply(exc.smtp_code, exc.smtp_error)) from exc
         self._connection = connection
         self._pipelining = connection.has_extn("pipelining")
         self._size = connection.has_extn("size")
@@ -224,18 +246,20 @@ class SmtpPipeline:
     # --- one message's steps ---------------------------------------------------
 
     def _envelope(self, item: _Message) -> list[bytes]:
-        """MAIL, RCPT per recipient and DATA, as sendmail words them; their replies
-        are owed from here on (in this order), so write them in order."""
+        """MAIL, RCPT per recipient and DATA, as sendmail words them."""
         wire = item.wire
         size = f" size={len(wire.data)}" if self._size else ""
         commands = [f"mail FROM:{_quoted_sender(wire.sender)}{size}\r\n".encode("ascii")]
         # Plain addresses (WireEmail's recipients): quoteaddr would only add brackets.
         commands += [f"rcpt TO:<{address}>\r\n".encode("ascii") for address in wire.recipients]
         commands.append(b"data\r\n")
-        self._owed.append((item, "mail"))
-        self._owed.extend((item, "rcpt") for _ in wire.recipients)
-        self._owed.append((item, "data"))
         return commands
+
+    def _owe_envelope(self, item: _Message) -> None:
+        """The replies to `item`'s envelope are owed next (write it next, in order)."""
+        self._owed.append((item, "mail"))
+        self._owed.extend((item, "rcpt") for _ in item.wire.recipients)
+        self._owed.append((item, "data"))
 
     def _release_ahead(self) -> bytes:
         """What ends the message whose envelope is answered: its content (the server
@@ -244,14 +268,16 @@ class SmtpPipeline:
         if item is None:
             return b""
         if item.ready:
+            content = _content(item.wire.data)
             self._owed.append((item, "end"))
-            return _content(item.wire.data)
+            return content
         self._owed.append((item, "rset"))
         return b"rset\r\n"
 
     def _read(self, item: _Message, step: str, code: int, text: bytes) -> None:
         if step == "mail":
             if code != 250:
+                item.sender_refused = True
                 item.refuse(classify_reply(code, text))
         elif step == "rcpt":
             if code in (250, 251):
@@ -259,12 +285,12 @@ class SmtpPipeline:
             else:
                 item.refuse(classify_reply(code, text))
         elif step == "data":
-            if code == 354 and item.accepted:
+            if code == 354 and item.accepted and not item.sender_refused:
                 item.ready = True  # its verdict comes with the reply to its content
                 return
             if code == 354:
-                # DATA taken with no recipient (RFC 2920 says a server must refuse
-                # it): an empty message ends the data; it has no one to go to.
+                # DATA taken with no recipient or after a refused MAIL (RFC 2920 says
+                # a server must refuse it): an empty message ends the data.
                 self._owed.appendleft((item, "rset"))
                 self._write(b".\r\n")
             else:
