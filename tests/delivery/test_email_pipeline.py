@@ -365,9 +365,10 @@ def test_pipelined_sends_deliver_what_one_at_a_time_sends_deliver(offers):
 
 
 @SERVERS
-def test_a_stop_lets_the_email_built_ahead_go_and_releases_the_rest(store, offers):
-    """Stop while the server holds the 2nd email: the 2nd and the one already built
-    are sent and recorded as sent; no other email is sent; the rest is given back."""
+def test_a_stop_lets_the_emails_built_ahead_go_and_releases_the_rest(store, offers):
+    """Stop while the server holds the 2nd email: the 2nd and those already built (one,
+    or two with PIPELINING) are sent and recorded as sent; no other email is sent; the
+    rest is given back."""
     stop = threading.Event()
     with SmtpSink(
         on_message=lambda number, _m: number == 2 and stop.set(), pipelining=offers
