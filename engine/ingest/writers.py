@@ -48,7 +48,12 @@ from engine.ingest.temp_tables import (
 )
 from engine.store.marketing import AdSpend
 from engine.store.people import Event, User, UserTag
-from engine.store.profiles import flag_stage_dirty, merge_into_profiles, refresh_profiles
+from engine.store.profiles import (
+    flag_stage_dirty,
+    lock_users_by_advisory_lock,
+    merge_into_profiles,
+    refresh_profiles,
+)
 from engine.store.types import JsonDocument, UTCDateTime
 
 users = User.__table__
@@ -108,6 +113,10 @@ class EventBatchResult:
     unknown_users: set[str]
 
 
+# The advisory lock imports take turns on to write users (BatchWriter._take_user_writes_lock).
+USER_WRITES_LOCK = 0x6E75646765757372  # "nudgeusr"
+
+
 class BatchWriter:
     """Writes batches on one connection; owns the TEMP tables of that connection."""
 
@@ -160,6 +169,9 @@ class BatchWriter:
         self._clear(staged_users)
         self._load(staged_users, [_staged_user(row) for row in merged.values()])
         s = staged_users
+        if self.is_postgres:
+            self._take_user_writes_lock()
+            self._lock_in_id_order(sa.select(users.c.id).where(users.c.id.in_(sa.select(s.c.id))))
         given = {
             name: sa.func.coalesce(s.c[name], users.c[name])
             for name in USER_COLUMNS[1:-1]
@@ -181,7 +193,8 @@ class BatchWriter:
         for name in CONSENT_COLUMNS:
             new_values[USER_COLUMNS.index(name)] = sa.func.coalesce(s.c[name], sa.false())
         stamp = sa.literal(self.now, UTCDateTime)
-        source = sa.select(*new_values, stamp, stamp).where(sa.true())
+        # In id order, as every writer creates users (see _create_bare_users).
+        source = sa.select(*new_values, stamp, stamp).where(sa.true()).order_by(s.c.id)
         statement = self.insert(users).from_select(
             [*USER_COLUMNS[:-1], "created_at", "updated_at"], source
         )
@@ -365,6 +378,8 @@ class BatchWriter:
         """
         if not self._batches or self._distributed():
             return 0
+        if self.is_postgres:
+            self._take_user_writes_lock()
         self._fill_transaction_users()
         touched = transaction_users
         created = 0 if self._require_users else self._create_bare_users(touched)
@@ -386,6 +401,29 @@ class BatchWriter:
         self._batches = 0
         self._users, self._unsubscribed = set(), set()
         return created
+
+    def _take_user_writes_lock(self) -> None:
+        """PostgreSQL: wait until no other import is writing users, then hold that
+        turn until this transaction ends.
+
+        A users file updates and creates users, an events file creates the users it
+        meets and flags them: each in id order, but one after the other (update, then
+        create; create, then flag), so two imports at once could each hold a row the
+        other waits for, and PostgreSQL aborted one with a deadlock. Only these last
+        steps of an import take turns; reading, converting and inserting events still
+        run side by side. (A stage refresh locks in id order and takes no turn: it
+        never creates users.)"""
+        self.connection.execute(sa.select(sa.func.pg_advisory_xact_lock(USER_WRITES_LOCK)))
+
+    def _lock_in_id_order(self, ids: sa.Select) -> None:
+        """Lock the users rows of `ids` in id order, as a stage refresh locks them
+        (engine/lifecycle/dirty.py), so that the two never deadlock; on Citus, which
+        refuses a multi-shard FOR UPDATE, by the same advisory locks the refresh takes."""
+        if self._distributed():
+            found = self.connection.execute(ids).scalars()
+            lock_users_by_advisory_lock(self.connection, found)
+        else:
+            self.connection.execute(ids.order_by(users.c.id).with_for_update()).all()
 
     def _fill_transaction_users(self) -> None:
         """`transaction_users` := the transaction's users, each once, from Python's sets."""
