@@ -50,7 +50,7 @@ from engine.store.marketing import AdSpend
 from engine.store.people import Event, User, UserTag
 from engine.store.profiles import (
     flag_stage_dirty,
-    lock_users_by_advisory_lock,
+    lock_users_in_id_order,
     merge_into_profiles,
     refresh_profiles,
 )
@@ -171,7 +171,9 @@ class BatchWriter:
         s = staged_users
         if self.is_postgres:
             self._take_user_writes_lock()
-            self._lock_in_id_order(sa.select(users.c.id).where(users.c.id.in_(sa.select(s.c.id))))
+            # The rows updated below, locked first in the order the stage refresh uses.
+            updated = sa.select(users.c.id).where(users.c.id.in_(sa.select(s.c.id)))
+            lock_users_in_id_order(self.connection, updated)
         given = {
             name: sa.func.coalesce(s.c[name], users.c[name])
             for name in USER_COLUMNS[1:-1]
@@ -414,16 +416,6 @@ class BatchWriter:
         run side by side. (A stage refresh locks in id order and takes no turn: it
         never creates users.)"""
         self.connection.execute(sa.select(sa.func.pg_advisory_xact_lock(USER_WRITES_LOCK)))
-
-    def _lock_in_id_order(self, ids: sa.Select) -> None:
-        """Lock the users rows of `ids` in id order, as a stage refresh locks them
-        (engine/lifecycle/dirty.py), so that the two never deadlock; on Citus, which
-        refuses a multi-shard FOR UPDATE, by the same advisory locks the refresh takes."""
-        if self._distributed():
-            found = self.connection.execute(ids).scalars()
-            lock_users_by_advisory_lock(self.connection, found)
-        else:
-            self.connection.execute(ids.order_by(users.c.id).with_for_update()).all()
 
     def _fill_transaction_users(self) -> None:
         """`transaction_users` := the transaction's users, each once, from Python's sets."""

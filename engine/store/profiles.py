@@ -167,6 +167,19 @@ def lock_users_by_advisory_lock(connection: Connection, ids: Iterable[str]) -> N
     )
 
 
+def lock_users_in_id_order(connection: Connection, ids: Select) -> None:
+    """Lock the users rows `ids` selects, in id order, as the stage refresh locks them
+    (engine/lifecycle/dirty.py), so that a writer of many users and the refresh never
+    deadlock; on Citus, which refuses a multi-shard FOR UPDATE, by the advisory locks
+    the refresh takes there, in the same order."""
+    from engine.store.distribute import users_distributed
+
+    if users_distributed(connection):
+        lock_users_by_advisory_lock(connection, connection.execute(ids).scalars())
+    else:
+        connection.execute(ids.order_by(users.c.id).with_for_update()).all()
+
+
 def refresh_profiles(
     connection: Connection, user_ids: sa.ColumnElement | Select | None, now: datetime
 ) -> int:
@@ -252,20 +265,7 @@ def flag_stage_dirty(connection: Connection, user_ids: sa.ColumnElement | Select
         # flagged need no write.
         connection.execute(dirty.where(users.c.stage_dirty.is_(False)))
         return
-    from engine.store.distribute import users_distributed
-
-    if users_distributed(connection):
-        # Citus refuses a multi-shard FOR UPDATE: advisory locks, same order.
-        ids = connection.execute(sa.select(users.c.id).where(users.c.id.in_(user_ids)))
-        lock_users_by_advisory_lock(connection, ids.scalars())
-    else:
-        # Lock in id order, as the stage refresh does, so the two never deadlock.
-        connection.execute(
-            sa.select(users.c.id)
-            .where(users.c.id.in_(user_ids))
-            .order_by(users.c.id)
-            .with_for_update()
-        ).all()
+    lock_users_in_id_order(connection, sa.select(users.c.id).where(users.c.id.in_(user_ids)))
     # A stage refresh in progress holds the rows it is about to clear: the lock above
     # waited for it to commit. This next statement (READ COMMITTED: a new snapshot)
     # sees its cleared flags, and the lock keeps any other refresh from clearing one
