@@ -167,9 +167,6 @@ class SmtpPipeline:
             self.channel.give_back(self._connection)
             self._connection = None
 
-    def close(self) -> None:
-        self.finish()
-
     # --- the connection ---------------------------------------------------------
 
     def _begin(self) -> None:
